@@ -1,0 +1,68 @@
+"""Fetching artifacts from S3 or any S3-compatible store (boto3; endpoint URL configurable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelhost.errors import ArtifactError
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    rest = uri.removeprefix("s3://")
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ArtifactError(f"{uri!r} names no bucket; expected s3://bucket/key")
+    return bucket, key
+
+
+def _client(endpoint_url: str | None) -> Any:
+    try:
+        import boto3
+    except ImportError as exc:
+        raise ArtifactError("s3:// artifacts need boto3: pip install 'modelhost[s3]'") from exc
+    return boto3.client("s3", endpoint_url=endpoint_url)
+
+
+def download(uri: str, destination: Path, endpoint_url: str | None) -> Path:
+    """Download one object, or every object under a prefix, into ``destination``.
+
+    Returns the file for an object and the folder for a prefix.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3_uri(uri)
+    client = _client(endpoint_url)
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        if key and not key.endswith("/"):
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+            else:
+                target = destination / Path(key).name
+                client.download_file(bucket, key, str(target))
+                return target
+        prefix = key if not key or key.endswith("/") else key + "/"
+        folder = destination / "prefix"
+        count = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix) :]
+                if not relative or relative.endswith("/"):
+                    continue
+                target = (folder / relative).resolve()
+                if not target.is_relative_to(folder.resolve()):
+                    raise ArtifactError(f"refused object key {item['Key']!r}: it escapes the folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, item["Key"], str(target))
+                count += 1
+        if count == 0:
+            raise ArtifactError(f"nothing found at {uri}")
+        return folder
+    except ClientError as exc:
+        raise ArtifactError(f"cannot fetch {uri}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise ArtifactError(f"cannot reach the S3 store for {uri}: {exc}") from exc

@@ -1,0 +1,127 @@
+"""Adaptive batching: requests that arrive while the model is busy are predicted together.
+
+One inference thread per worker runs the pipeline, so the event loop keeps reading requests and
+enforcing deadlines while the model works. The batcher never delays a lone request: it waits
+(at most ``max_delay``) only while other requests are known to be on their way in, i.e. the
+server has started reading them (``announce``) but they have not been submitted yet. Under load,
+batches form by themselves from what queued up during the previous prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from modelhost.errors import ModelRaised, PredictionTimeout
+from modelhost.inference.types import Invocation, Outcome
+
+log = logging.getLogger("modelhost.batcher")
+
+RunBatch = Callable[[Sequence[Invocation]], list[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    invocation: Invocation
+    future: asyncio.Future[Outcome]
+
+
+class AdaptiveBatcher:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        timeout_s: float,
+        thread_initializer: Callable[[], None] | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch_size = max_batch_size
+        self._max_delay_s = max_delay_s
+        self._timeout_s = timeout_s
+        self._executor = ThreadPoolExecutor(1, "modelhost-inference", initializer=thread_initializer)
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._arriving = 0
+        self._busy_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the request side -------------------------------------------------------------------
+    def announce(self) -> None:
+        """A request has started arriving; a batch being formed may wait for it."""
+        self._arriving += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not be submitted (its body was bad or never came)."""
+        self._arriving -= 1
+        self._wakeup.set()
+
+    async def submit(self, invocation: Invocation, deadline: float) -> Outcome:
+        """Predict one announced invocation; the answer or a timeout error by ``deadline``."""
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = loop.create_task(self._consume())
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.append(_Pending(invocation, future))
+        self._arriving -= 1
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await future
+        except TimeoutError:
+            return PredictionTimeout(f"the model did not answer within {self._timeout_s:g} s")
+
+    def stuck_for(self, now: float) -> float:
+        """Seconds the current prediction has been running (0 when idle)."""
+        return 0.0 if self._busy_since is None else now - self._busy_since
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the model side ---------------------------------------------------------------------
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._gather(loop)
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch_size, len(self._queue)))]
+            live = [p for p in batch if not p.future.done()]  # timed out while queued
+            if not live:
+                continue
+            self._busy_since = loop.time()
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._run_batch, [p.invocation for p in live])
+            except Exception as exc:  # a bug in the pipeline itself, not in the model
+                log.exception("batch of %d failed", len(live))
+                outcomes = [ModelRaised(f"internal error: {type(exc).__name__}")] * len(live)
+            finally:
+                self._busy_since = None
+            for pending, outcome in zip(live, outcomes, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(outcome)
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait, up to max_delay, for requests already on their way to join this batch."""
+        if self._arriving <= 0 or self._max_delay_s <= 0 or len(self._queue) >= self._max_batch_size:
+            return
+        deadline = loop.time() + self._max_delay_s
+        while self._arriving > 0 and len(self._queue) < self._max_batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
