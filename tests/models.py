@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-POSITIVE = "great amazing love wonderful excellent happy fantastic best".split()
-NEGATIVE = "awful terrible hate horrible worst bad broken slow".split()
-FILLER = "the flight app service day coffee team support phone was so today".split()
+POSITIVE = ["great", "amazing", "love", "wonderful", "excellent", "happy", "fantastic", "best"]
+NEGATIVE = ["awful", "terrible", "hate", "horrible", "worst", "bad", "broken", "slow"]
+FILLER = ["the", "flight", "app", "service", "day", "coffee", "team", "support", "phone", "was", "so", "today"]
 
 
 def sentiment_corpus(n: int = 400, seed: int = 3) -> tuple[list[str], list[int]]:
@@ -50,7 +50,7 @@ def sklearn_two_pickles(out: Path) -> tuple[object, object]:
     return vectorizer, classifier
 
 
-SEED_INFERENCE_PY = '''
+SEED_INFERENCE_PY = """
 import json
 import os
 
@@ -75,7 +75,7 @@ def predict_fn(texts, model):
 
 def output_fn(labels, accept):
     return json.dumps({"output": [{"label": label} for label in labels]}), "application/json"
-'''
+"""
 
 
 def seed_sentiment_with_inference_py(out: Path, batching: bool = False) -> Path:
@@ -135,7 +135,24 @@ def tiny_transformer(out: Path, task: str) -> Path:
     )
 
     out.mkdir(parents=True, exist_ok=True)
-    words = "[PAD] [UNK] [CLS] [SEP] [MASK] the a great day bad awful starbucks vancouver amazon paid at".split()
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "the",
+        "a",
+        "great",
+        "day",
+        "bad",
+        "awful",
+        "starbucks",
+        "vancouver",
+        "amazon",
+        "paid",
+        "at",
+    ]
     (out / "vocab.txt").write_text("\n".join(words) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"))
     if task == "token-classification":
@@ -145,9 +162,14 @@ def tiny_transformer(out: Path, task: str) -> Path:
         labels = {0: "NEGATIVE", 1: "POSITIVE"}
         model_class = BertForSequenceClassification
     config = BertConfig(
-        vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
-        id2label=labels, label2id={v: k for k, v in labels.items()},
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
     )
     torch.manual_seed(0)
     model_class(config).save_pretrained(out)
@@ -165,5 +187,7 @@ def xgboost_booster(out: Path, name: str = "xgboost-model") -> Path:
     x = rng.normal(size=(300, 4))
     y = (x[:, 0] > 0).astype(int)
     booster = xgboost.train({"objective": "binary:logistic", "max_depth": 2}, xgboost.DMatrix(x, label=y), 10)
-    booster.save_model(str(out / name))
+    suffix = ".json" if name.endswith(".json") else ".ubj"
+    booster.save_model(str(out / f"booster{suffix}"))
+    (out / f"booster{suffix}").rename(out / name)
     return out

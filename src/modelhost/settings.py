@@ -58,7 +58,7 @@ class ServerSettings(BaseSettings):
         None, validation_alias=_env("s3_endpoint_url", "MODELHOST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
     )
     log_level: str = Field("info", validation_alias=_env("log_level", "MODELHOST_LOG_LEVEL"))
-    batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings())
+    batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings())  # noqa: PLW0108 (for mypy)
 
     @property
     def max_payload_bytes(self) -> int:

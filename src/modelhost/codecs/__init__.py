@@ -66,9 +66,9 @@ class CodecTable:
                 prefix = media_range[:-1]
                 if request_codec.media_type.startswith(prefix):
                     return request_codec
-                for name, candidate in self._by_type.items():
+                for name in self.media_types:  # canonical names only, not aliases like text/json
                     if name.startswith(prefix):
-                        return candidate
+                        return self._by_type[name]
         raise NotAcceptable(f"cannot answer with {accept!r}; this server writes: {', '.join(self.media_types)}")
 
     def by_media_type(self, media_type: str) -> Codec | None:

@@ -94,7 +94,6 @@ class TransformersAdapter:
                 model=str(model_dir),
                 tokenizer=str(model_dir),
                 device="cpu",
-                model_kwargs={"local_files_only": True},
                 **options,
             )
         except Exception as exc:

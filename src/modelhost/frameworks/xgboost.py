@@ -79,7 +79,9 @@ class XGBoostAdapter:
             path = files[0]
         booster = xgboost.Booster()
         try:
-            booster.load_model(str(path))
+            # From bytes, so the format is read from the content: SageMaker's "xgboost-model" has
+            # no extension to tell it by.
+            booster.load_model(bytearray(path.read_bytes()))
         except xgboost.core.XGBoostError as exc:
             raise ModelLoadError(f"XGBoost could not load {path.name}: {exc}") from exc
         return booster
