@@ -14,50 +14,43 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _env(*names: str) -> AliasChoices:
+    """Environment variable names of a field, first found wins. Keyword arguments use the field
+    name (populate_by_name); matching is case-sensitive, so a stray PORT or HOST in the
+    environment is not mistaken for the ``port`` or ``host`` field."""
     return AliasChoices(*names)
 
 
 class BatchingSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, case_sensitive=True)
 
-    enabled: bool = Field(True, validation_alias=_env("enabled", "MODELHOST_BATCHING"))
-    max_batch_size: int = Field(32, ge=1, le=4096, validation_alias=_env("max_batch_size", "MODELHOST_MAX_BATCH_SIZE"))
-    max_delay_ms: float = Field(
-        2.0, ge=0, le=10_000, validation_alias=_env("max_delay_ms", "MODELHOST_MAX_BATCH_DELAY_MS")
-    )
+    enabled: bool = Field(True, validation_alias=_env("MODELHOST_BATCHING"))
+    max_batch_size: int = Field(32, ge=1, le=4096, validation_alias=_env("MODELHOST_MAX_BATCH_SIZE"))
+    max_delay_ms: float = Field(2.0, ge=0, le=10_000, validation_alias=_env("MODELHOST_MAX_BATCH_DELAY_MS"))
 
 
 class ServerSettings(BaseSettings):
     """Everything `modelhost serve` and the container `serve` entrypoint can be told."""
 
-    model_config = SettingsConfigDict(frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, case_sensitive=True)
 
-    model_uri: str = Field("/opt/ml/model", validation_alias=_env("model_uri", "SM_MODEL_DIR", "MODELHOST_MODEL"))
-    host: str = Field("127.0.0.1", validation_alias=_env("host", "MODELHOST_HOST"))
-    port: int = Field(8080, ge=0, le=65535, validation_alias=_env("port", "SAGEMAKER_BIND_TO_PORT", "MODELHOST_PORT"))
+    model_uri: str = Field("/opt/ml/model", validation_alias=_env("SM_MODEL_DIR", "MODELHOST_MODEL"))
+    host: str = Field("127.0.0.1", validation_alias=_env("MODELHOST_HOST"))
+    port: int = Field(8080, ge=0, le=65535, validation_alias=_env("SAGEMAKER_BIND_TO_PORT", "MODELHOST_PORT"))
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         le=256,
-        validation_alias=_env("workers", "SAGEMAKER_MODEL_SERVER_WORKERS", "MODELHOST_WORKERS"),
+        validation_alias=_env("SAGEMAKER_MODEL_SERVER_WORKERS", "MODELHOST_WORKERS"),
     )
-    timeout_s: float = Field(
-        60.0, gt=0, validation_alias=_env("timeout_s", "SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODELHOST_TIMEOUT")
-    )
-    read_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("read_timeout_s", "MODELHOST_READ_TIMEOUT"))
-    keep_alive_s: float = Field(60.0, gt=0, validation_alias=_env("keep_alive_s", "MODELHOST_KEEP_ALIVE"))
-    max_payload_mb: float = Field(6.0, gt=0, validation_alias=_env("max_payload_mb", "MODELHOST_MAX_PAYLOAD_MB"))
-    program: str | None = Field(None, validation_alias=_env("program", "SAGEMAKER_PROGRAM"))
-    default_accept: str | None = Field(
-        None, validation_alias=_env("default_accept", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT")
-    )
-    cache_dir: Path = Field(
-        Path.home() / ".cache" / "modelhost", validation_alias=_env("cache_dir", "MODELHOST_CACHE_DIR")
-    )
-    s3_endpoint_url: str | None = Field(
-        None, validation_alias=_env("s3_endpoint_url", "MODELHOST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
-    )
-    log_level: str = Field("info", validation_alias=_env("log_level", "MODELHOST_LOG_LEVEL"))
+    timeout_s: float = Field(60.0, gt=0, validation_alias=_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODELHOST_TIMEOUT"))
+    read_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("MODELHOST_READ_TIMEOUT"))
+    keep_alive_s: float = Field(60.0, gt=0, validation_alias=_env("MODELHOST_KEEP_ALIVE"))
+    max_payload_mb: float = Field(6.0, gt=0, validation_alias=_env("MODELHOST_MAX_PAYLOAD_MB"))
+    program: str | None = Field(None, validation_alias=_env("SAGEMAKER_PROGRAM"))
+    default_accept: str | None = Field(None, validation_alias=_env("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"))
+    cache_dir: Path = Field(Path.home() / ".cache" / "modelhost", validation_alias=_env("MODELHOST_CACHE_DIR"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("MODELHOST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))
+    log_level: str = Field("info", validation_alias=_env("MODELHOST_LOG_LEVEL"))
     batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings())  # noqa: PLW0108 (for mypy)
 
     @property

@@ -5,6 +5,7 @@ Never add a code-bearing format (pickle, joblib) here: a request body is untrust
 
 from __future__ import annotations
 
+import codecs as charsets
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -45,9 +46,19 @@ class CodecTable:
             return self.json, media
         codec = self._by_type.get(media.type)
         if codec is None:
-            raise UnsupportedMediaType(
-                f"Content-Type {media.type!r} is not supported; use one of: {', '.join(self.media_types)}"
+            hint = (
+                " (curl -d sends this; add -H 'Content-Type: application/json')"
+                if media.type == "application/x-www-form-urlencoded"
+                else ""
             )
+            raise UnsupportedMediaType(
+                f"Content-Type {media.type!r} is not supported; use one of: {', '.join(self.media_types)}{hint}"
+            )
+        if media.charset not in ("utf-8", "utf8"):
+            try:
+                charsets.lookup(media.charset)
+            except LookupError as exc:
+                raise UnsupportedMediaType(f"charset {media.charset!r} is not supported; send utf-8") from exc
         return codec, media
 
     def for_response(self, accept: str | None, request_codec: Codec) -> Codec:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from modelhost.codecs.convert import to_plain
+from modelhost.codecs.convert import text_of, to_plain
 from modelhost.codecs.types import Decoded, Envelope
 from modelhost.errors import InvalidInput, NotAcceptable
 
@@ -57,7 +57,7 @@ class JsonCodec:
 
     def decode(self, body: bytes, charset: str) -> Decoded:
         if charset not in ("utf-8", "utf8"):
-            body = body.decode(charset, errors="strict").encode()
+            body = text_of(body, charset).encode()
         return instances_of(loads(body))
 
     def encode(self, predictions: Sequence[Any], envelope: Envelope) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.codecs.convert import text_of
 from modelhost.codecs.json import dumps
 from modelhost.codecs.types import Decoded, Envelope
 from modelhost.errors import InvalidInput
@@ -18,7 +19,7 @@ class JsonLinesCodec:
 
     def decode(self, body: bytes, charset: str) -> Decoded:
         rows: list[Any] = []
-        for number, line in enumerate(body.decode(charset).splitlines(), start=1):
+        for number, line in enumerate(text_of(body, charset).splitlines(), start=1):
             if not line.strip():
                 continue
             try:

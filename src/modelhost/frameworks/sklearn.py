@@ -51,7 +51,13 @@ class SklearnPredictor(Predictor):
         self._n_features: int | None = getattr(model, "n_features_in_", None)
 
     def predict(self, instances: Sequence[Any]) -> Sequence[Any]:
-        result = self.model.predict(self._matrix(instances))
+        matrix = self._matrix(instances)
+        try:
+            result = self.model.predict(matrix)
+        except (ValueError, TypeError) as exc:
+            # A fitted estimator that rejects its input (text where numbers belong, unknown
+            # columns, ...) is answering about the request, not failing.
+            raise InvalidInput(f"the model rejected the input: {exc}") from exc
         return result.tolist() if isinstance(result, np.ndarray) else list(result)
 
     def _matrix(self, instances: Sequence[Any]) -> Any:

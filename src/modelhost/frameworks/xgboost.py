@@ -54,7 +54,10 @@ class XGBoostPredictor(Predictor):
         if rows.ndim != 2 or rows.shape[1] != self._n_features:
             got = rows.shape[1] if rows.ndim == 2 else rows.shape
             raise InvalidInput(f"each row must have {self._n_features} features, got {got}")
-        scores = self.model.predict(xgboost.DMatrix(rows))
+        try:
+            scores = self.model.predict(xgboost.DMatrix(rows))
+        except (ValueError, xgboost.core.XGBoostError) as exc:
+            raise InvalidInput(f"the model rejected the input: {exc}") from exc
         return scores.tolist()  # type: ignore[no-any-return]
 
 

@@ -56,7 +56,8 @@ class ModelServerApp:
         path, method = scope["path"], scope["method"]
         if path == "/invocations":
             if method != "POST":
-                await _respond(send, 405, error_body("MethodNotAllowed", "use POST /invocations"), JSON)
+                body = error_body("MethodNotAllowed", "use POST /invocations")
+                await _respond(send, 405, body, JSON, extra=[(b"allow", b"POST")])
                 return
             await self._invocations(scope, receive, send)
         elif path == "/ping":
@@ -139,8 +140,11 @@ async def _respond(
     request_id: str | None = None,
     *,
     close: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
     if request_id is not None:
         headers.append((b"x-request-id", request_id.encode("latin-1")))
     if close:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from modelhost.errors import ModelRaised, PredictionTimeout
+from modelhost.errors import ModelRaised, PredictionTimeout, ServiceUnavailable
 from modelhost.inference.types import Invocation, Outcome
 
 log = logging.getLogger("modelhost.batcher")
@@ -66,6 +66,9 @@ class AdaptiveBatcher:
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._task = loop.create_task(self._consume())
+        if self.stuck_for(loop.time()) > self._timeout_s:
+            self._arriving -= 1
+            return ServiceUnavailable("the model is stuck on an earlier request; this worker is being replaced, retry")
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.append(_Pending(invocation, future))
         self._arriving -= 1

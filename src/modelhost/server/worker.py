@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import mmap
 import os
 import signal
@@ -22,6 +23,7 @@ import uvicorn
 from modelhost.inference.loader import LoadedModel
 from modelhost.server.app import ModelServerApp
 from modelhost.server.batcher import AdaptiveBatcher
+from modelhost.server.protocol import protocol_with_header_timeout
 from modelhost.settings import ServerSettings
 
 log = logging.getLogger("modelhost.worker")
@@ -90,13 +92,13 @@ async def _serve(
         execution_parameters={
             "MaxConcurrentTransforms": settings.workers,
             "BatchStrategy": "MULTI_RECORD" if policy.enabled else "SINGLE_RECORD",
-            "MaxPayloadInMB": int(settings.max_payload_mb),
+            "MaxPayloadInMB": math.ceil(settings.max_payload_mb),
         },
     )
     config = uvicorn.Config(
         app,
         interface="asgi3",
-        http="httptools",
+        http=protocol_with_header_timeout(settings.read_timeout_s),
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -116,8 +118,12 @@ async def _watch(
     slot: int, server: uvicorn.Server, batcher: AdaptiveBatcher, timeout_s: float, heartbeats: Heartbeats
 ) -> None:
     loop = asyncio.get_running_loop()
+    master = os.getppid()
     while True:
         heartbeats.beat(slot)
+        if os.getppid() != master and not server.should_exit:
+            log.error("worker %d: the master process is gone; stopping", slot)
+            server.should_exit = True
         stuck = batcher.stuck_for(loop.time())
         if stuck > timeout_s and not server.should_exit:
             log.error(
