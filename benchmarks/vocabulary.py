@@ -26,6 +26,7 @@ class Scenario:
 SENTIMENT_1 = Scenario("sentiment-1", "sentiment 1 text", "sentiment", 1)
 SENTIMENT_32 = Scenario("sentiment-32", "sentiment 32 texts", "sentiment", 32)
 NER_1 = Scenario("ner-1", "ner 1 text", "ner", 1)
+NO_MODEL = Scenario("no-model", "no model, 1-text body", "sentiment", 1)  # the bare-HTTP ceiling
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Row:
 class MemoryReading:
     """Resident memory of a whole server process tree (master and workers), read after its load."""
 
+    step: str
     server_key: str
     server: str
     workers: int

@@ -35,6 +35,10 @@ class Workload:
         chosen = self.expected[:count]
         return [text for text, _ in chosen], [output for _, output in chosen]
 
+    def chunks(self, size: int) -> list[list[str]]:
+        """The request texts cut into consecutive groups of ``size`` (a short tail is dropped)."""
+        return [list(self.texts[start : start + size]) for start in range(0, len(self.texts) - size + 1, size)]
+
 
 def ensure_built(source_dir: Path, cache_dir: Path) -> None:
     """Run make_models.py when a workload is missing; it skips what is already up to date."""
