@@ -77,3 +77,34 @@ def test_an_unpicklable_file_is_a_load_error(tmp_path):
 def test_batching_can_be_switched_off(tmp_path):
     (sklearn_text_pipeline(tmp_path) / "modelhost.yaml").write_text("batching:\n  enabled: false\n")
     assert not load(tmp_path).batching.enabled
+
+
+def test_text_objects_are_texts_and_other_objects_are_refused(tmp_path):
+    loaded = load(sklearn_text_pipeline(tmp_path))
+    assert invoke(loaded, [{"text": "great amazing"}, {"text": "awful broken"}]) == [1, 0]
+    with pytest.raises(InvalidInput, match="not fitted on named columns"):
+        invoke(loaded, {"input": [{"text": "great amazing"}]})
+    with pytest.raises(InvalidInput, match="the model rejected the input"):
+        invoke(loaded, [1, 2])
+
+
+def test_objects_are_dataframe_rows_for_a_model_fitted_on_named_columns(tmp_path):
+    import joblib
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = pd.DataFrame({"State": ["SC", "NY", "SC", "NY"] * 10, "Minutes": [10.0, 300.0, 20.0, 280.0] * 10})
+    churned = [0, 1, 0, 1] * 10
+    model = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["State"]), (StandardScaler(), ["Minutes"])),
+        LogisticRegression(),
+    ).fit(frame, churned)
+    joblib.dump(model, tmp_path / "churn.joblib")
+    loaded = load(tmp_path)
+    rows = [{"State": "NY", "Minutes": 290.0}, {"Minutes": 15.0, "State": "SC", "extra": 1}]
+    assert invoke(loaded, rows) == [1, 0]
+    with pytest.raises(InvalidInput, match="missing fields: Minutes"):
+        invoke(loaded, [{"State": "NY"}])

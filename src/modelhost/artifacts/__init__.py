@@ -42,8 +42,8 @@ def _from_file(uri: str, file: Path, cache_dir: Path) -> ResolvedArtifact:
     digest = file_sha256(file)
     if is_archive(file):
         folder = extract_archive(file, cache_dir / "extracted" / digest)
-    else:  # a single model file: give it a folder of its own
-        folder = cache_dir / "single" / digest
+    else:  # a single model file: give it a folder of its own, keeping its name (adapters go by it)
+        folder = cache_dir / "single" / f"{digest}-{file.name}"
         if not folder.is_dir():
             staging = Path(tempfile.mkdtemp(prefix=".stage-", dir=cache_dir))
             shutil.copy2(file, staging / file.name)

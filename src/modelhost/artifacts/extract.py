@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 from modelhost.errors import ArtifactError
@@ -16,11 +18,19 @@ def is_archive(path: Path) -> bool:
     return path.name.endswith(ARCHIVE_SUFFIXES)
 
 
+def _refuse_unsafe(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """Python's ``data`` filter, which also refuses ``..``, links pointing outside, device files
+    and setuid bits, but would quietly make an absolute name relative: we refuse those too."""
+    if member.name.startswith(("/", "\\")):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, destination)
+
+
 def extract_archive(archive: Path, destination: Path) -> Path:
     """Extract into ``destination`` (created atomically); refuse members that would escape it.
 
-    Python's ``data`` filter refuses absolute names, ``..``, links pointing outside, device files
-    and setuid bits; its errors are turned into ArtifactError that name the member.
+    The whole compressed stream is read, so a damaged archive (bad gzip CRC) is refused rather
+    than half-trusted. Errors become ArtifactError naming the member or the damage.
     """
     if destination.is_dir():
         return destination
@@ -29,10 +39,12 @@ def extract_archive(archive: Path, destination: Path) -> Path:
     try:
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(staging, filter="data")
+                tar.extractall(staging, filter=_refuse_unsafe)
+                while tar.fileobj is not None and tar.fileobj.read(1 << 20):  # reach the CRC check
+                    pass
         except tarfile.FilterError as exc:
             raise ArtifactError(f"{archive.name}: refused unsafe member: {exc}") from exc
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
             raise ArtifactError(f"{archive.name} is not a readable tar archive: {exc}") from exc
         try:
             staging.rename(destination)

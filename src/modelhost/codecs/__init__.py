@@ -20,6 +20,7 @@ from modelhost.errors import NotAcceptable, UnsupportedMediaType
 
 __all__ = ["Codec", "CodecTable", "Decoded", "Envelope", "MediaType", "default_codecs"]
 
+_CACHE_SIZE = 256  # distinct header values remembered; errors are never cached
 DEFAULT_CODEC_CLASSES: tuple[type[Codec], ...] = (JsonCodec, CsvCodec, JsonLinesCodec, TextCodec, NpyCodec)
 
 
@@ -39,8 +40,31 @@ class CodecTable:
         self.json = table["application/json"]
         self._default_accept = default_accept
         self.media_types = tuple(sorted({c.media_type for c in table.values()}))
+        self._request_cache: dict[str | None, tuple[Codec, MediaType]] = {}
+        self._response_cache: dict[tuple[str | None, str], Codec] = {}
 
     def for_request(self, content_type: str | None) -> tuple[Codec, MediaType]:
+        """The codec for a Content-Type header (remembered: clients send the same few headers)."""
+        found = self._request_cache.get(content_type)
+        if found is None:
+            found = self._negotiate_request(content_type)
+            if len(self._request_cache) >= _CACHE_SIZE:
+                self._request_cache.clear()
+            self._request_cache[content_type] = found
+        return found
+
+    def for_response(self, accept: str | None, request_codec: Codec) -> Codec:
+        """The codec for an Accept header, given the request's codec."""
+        key = (accept, request_codec.media_type)
+        found = self._response_cache.get(key)
+        if found is None:
+            found = self._negotiate_response(accept, request_codec)
+            if len(self._response_cache) >= _CACHE_SIZE:
+                self._response_cache.clear()
+            self._response_cache[key] = found
+        return found
+
+    def _negotiate_request(self, content_type: str | None) -> tuple[Codec, MediaType]:
         media = parse_content_type(content_type)
         if not media.type:
             return self.json, media
@@ -61,7 +85,7 @@ class CodecTable:
                 raise UnsupportedMediaType(f"charset {media.charset!r} is not supported; send utf-8") from exc
         return codec, media
 
-    def for_response(self, accept: str | None, request_codec: Codec) -> Codec:
+    def _negotiate_response(self, accept: str | None, request_codec: Codec) -> Codec:
         ranges = parse_accept(accept)
         if not ranges:
             if self._default_accept:

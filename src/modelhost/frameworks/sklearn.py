@@ -49,12 +49,13 @@ class SklearnPredictor(Predictor):
         if not callable(getattr(model, "predict", None)):
             raise ModelLoadError(f"the loaded object ({type(model).__name__}) has no predict method")
         self._n_features: int | None = getattr(model, "n_features_in_", None)
+        self._columns: list[str] | None = _column_names(model)
 
     def predict(self, instances: Sequence[Any]) -> Sequence[Any]:
         matrix = self._matrix(instances)
         try:
             result = self.model.predict(matrix)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             # A fitted estimator that rejects its input (text where numbers belong, unknown
             # columns, ...) is answering about the request, not failing.
             raise InvalidInput(f"the model rejected the input: {exc}") from exc
@@ -64,7 +65,7 @@ class SklearnPredictor(Predictor):
         if all(isinstance(item, str) for item in instances):
             return list(instances)
         if all(isinstance(item, dict) for item in instances):
-            return _frame(instances)
+            return self._objects(instances)
         try:
             matrix = np.asarray(instances)
         except ValueError as exc:
@@ -81,13 +82,36 @@ class SklearnPredictor(Predictor):
             raise InvalidInput(f"each instance must have {self._n_features} features, got {matrix.shape[1]}")
         return matrix
 
+    def _objects(self, records: Sequence[dict[str, Any]]) -> Any:
+        """Objects are rows of a DataFrame for a model fitted on named columns, ``{"text": ...}``
+        is a text for any other model; anything else would be silently misread, so it is refused."""
+        if self._columns is not None:
+            missing = sorted({name for name in self._columns for record in records if name not in record})
+            if missing:
+                raise InvalidInput(f"missing fields: {', '.join(missing)} (the model reads {', '.join(self._columns)})")
+            return _frame(records, self._columns)
+        texts = [record.get("text") for record in records]
+        if all(isinstance(text, str) for text in texts):
+            return texts
+        raise InvalidInput(
+            'this model was not fitted on named columns: send texts, {"text": ...} objects or rows of numbers'
+        )
 
-def _frame(records: Sequence[dict[str, Any]]) -> Any:
+
+def _column_names(model: Any) -> list[str] | None:
+    try:
+        names = model.feature_names_in_
+    except AttributeError:  # a Pipeline delegates to its first step, which may not have them
+        return None
+    return [str(name) for name in names]
+
+
+def _frame(records: Sequence[dict[str, Any]], columns: list[str]) -> Any:
     try:
         import pandas as pd
     except ImportError as exc:
         raise InvalidInput("object instances need pandas installed on the server; send rows instead") from exc
-    return pd.DataFrame.from_records(list(records))
+    return pd.DataFrame.from_records(list(records), columns=columns)
 
 
 class SklearnAdapter:

@@ -24,10 +24,14 @@ log = logging.getLogger("modelhost.batcher")
 RunBatch = Callable[[Sequence[Invocation]], list[Outcome]]
 
 
+SWEEP_INTERVAL_S = 0.1  # how often deadlines are checked: one timer per worker, none per request
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     invocation: Invocation
     future: asyncio.Future[Outcome]
+    deadline: float
 
 
 class AdaptiveBatcher:
@@ -49,7 +53,8 @@ class AdaptiveBatcher:
         self._wakeup = asyncio.Event()
         self._arriving = 0
         self._busy_since: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._running: list[_Pending] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- the request side -------------------------------------------------------------------
     def announce(self) -> None:
@@ -64,28 +69,24 @@ class AdaptiveBatcher:
     async def submit(self, invocation: Invocation, deadline: float) -> Outcome:
         """Predict one announced invocation; the answer or a timeout error by ``deadline``."""
         loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = loop.create_task(self._consume())
+        if not self._tasks:
+            self._tasks = [loop.create_task(self._consume()), loop.create_task(self._sweep())]
         if self.stuck_for(loop.time()) > self._timeout_s:
             self._arriving -= 1
             return ServiceUnavailable("the model is stuck on an earlier request; this worker is being replaced, retry")
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._queue.append(_Pending(invocation, future))
+        self._queue.append(_Pending(invocation, future, deadline))
         self._arriving -= 1
         self._wakeup.set()
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await future
-        except TimeoutError:
-            return PredictionTimeout(f"the model did not answer within {self._timeout_s:g} s")
+        return await future
 
     def stuck_for(self, now: float) -> float:
         """Seconds the current prediction has been running (0 when idle)."""
         return 0.0 if self._busy_since is None else now - self._busy_since
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- the model side ---------------------------------------------------------------------
@@ -102,6 +103,7 @@ class AdaptiveBatcher:
             if not live:
                 continue
             self._busy_since = loop.time()
+            self._running = live
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._run_batch, [p.invocation for p in live])
             except Exception as exc:  # a bug in the pipeline itself, not in the model
@@ -109,9 +111,22 @@ class AdaptiveBatcher:
                 outcomes = [ModelRaised(f"internal error: {type(exc).__name__}")] * len(live)
             finally:
                 self._busy_since = None
+                self._running = []
             for pending, outcome in zip(live, outcomes, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(outcome)
+
+    async def _sweep(self) -> None:
+        """Answer every request past its deadline with a timeout, queued or being predicted."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = loop.time()
+            for pending in (*self._queue, *self._running):
+                if pending.deadline <= now and not pending.future.done():
+                    pending.future.set_result(
+                        PredictionTimeout(f"the model did not answer within {self._timeout_s:g} s")
+                    )
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait, up to max_delay, for requests already on their way to join this batch."""

@@ -1,9 +1,10 @@
-"""uvicorn's httptools protocol, plus a deadline for the request line and headers.
+"""uvicorn's httptools protocol, plus a deadline for reading each request.
 
 uvicorn times out idle keep-alive connections but not a client that opens a connection and
-sends its headers slowly or never (slowloris): such connections would pile up forever. Here the
-request head must arrive within the read timeout, or the client gets a 408 and is disconnected.
-The body has its own deadline in ``app.py``.
+sends its request slowly or never (slowloris): such connections would pile up forever, each
+holding an ASGI task once its headers are in. Here the whole request, head and body, must arrive
+within the read timeout of its first byte (or of the connection), or the client gets a 408 and
+is disconnected. One timer per request, in the protocol, so the app's hot path needs none.
 """
 
 from __future__ import annotations
@@ -14,21 +15,20 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_BODY = orjson.dumps({"error": "RequestTimeout", "message": "the request headers did not arrive in time"})
-_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: "
-    + str(len(_BODY)).encode()
-    + b"\r\nconnection: close\r\n\r\n"
-    + _BODY
-)
+
+def _timeout_response(seconds: float) -> bytes:
+    body = orjson.dumps({"error": "RequestTimeout", "message": f"the request did not arrive within {seconds:g} s"})
+    head = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
 
-class HeaderDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
-    header_timeout_s: float = 30.0
+class ReadDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
+    read_timeout_s: float = 30.0
+    timeout_response: bytes = _timeout_response(30.0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_deadline: asyncio.TimerHandle | None = None
+        self._read_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
@@ -38,9 +38,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
         super().on_message_begin()
         self._arm()
 
-    def on_headers_complete(self) -> None:
+    def on_message_complete(self) -> None:
         self._disarm()
-        super().on_headers_complete()
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -48,22 +48,23 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._disarm()
-        self._head_deadline = self.loop.call_later(self.header_timeout_s, self._expire)
+        self._read_deadline = self.loop.call_later(self.read_timeout_s, self._expire)
 
     def _disarm(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
 
     def _expire(self) -> None:
-        self._head_deadline = None
+        self._read_deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:  # never write into another response
-            self.transport.write(_RESPONSE)
-        self.transport.close()
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            self.transport.write(self.timeout_response)  # never into the middle of another response
+        self.transport.close()  # a handler waiting for the body sees http.disconnect
 
 
-def protocol_with_header_timeout(seconds: float) -> type[HeaderDeadlineProtocol]:
-    """A protocol class for ``uvicorn.Config(http=...)`` with this header deadline."""
-    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": seconds})
+def protocol_with_read_timeout(seconds: float) -> type[ReadDeadlineProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with this read deadline."""
+    attributes = {"read_timeout_s": seconds, "timeout_response": _timeout_response(seconds)}
+    return type("ReadDeadlineProtocol", (ReadDeadlineProtocol,), attributes)

@@ -23,7 +23,7 @@ import uvicorn
 from modelhost.inference.loader import LoadedModel
 from modelhost.server.app import ModelServerApp
 from modelhost.server.batcher import AdaptiveBatcher
-from modelhost.server.protocol import protocol_with_header_timeout
+from modelhost.server.protocol import protocol_with_read_timeout
 from modelhost.settings import ServerSettings
 
 log = logging.getLogger("modelhost.worker")
@@ -98,9 +98,11 @@ async def _serve(
     config = uvicorn.Config(
         app,
         interface="asgi3",
-        http=protocol_with_header_timeout(settings.read_timeout_s),
+        http=protocol_with_read_timeout(settings.read_timeout_s),
         lifespan="off",
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
         log_config=None,
         timeout_keep_alive=int(settings.keep_alive_s),
         timeout_graceful_shutdown=int(settings.timeout_s + 5),
