@@ -43,6 +43,7 @@ class ServerSettings(BaseSettings):
         validation_alias=_env("SAGEMAKER_MODEL_SERVER_WORKERS", "MODELHOST_WORKERS"),
     )
     timeout_s: float = Field(60.0, gt=0, validation_alias=_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODELHOST_TIMEOUT"))
+    pin_workers: bool = Field(True, validation_alias=_env("MODELHOST_PIN_WORKERS"))
     read_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("MODELHOST_READ_TIMEOUT"))
     keep_alive_s: float = Field(60.0, gt=0, validation_alias=_env("MODELHOST_KEEP_ALIVE"))
     max_payload_mb: float = Field(6.0, gt=0, validation_alias=_env("MODELHOST_MAX_PAYLOAD_MB"))

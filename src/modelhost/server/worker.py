@@ -52,8 +52,10 @@ def run_worker(
     try:
         for handled in (signal.SIGTERM, signal.SIGINT):
             signal.signal(handled, lambda *_: None)  # uvicorn takes them over while serving
-        threads = max(1, (os.cpu_count() or 1) // settings.workers)
-        loaded.pipeline.worker_started(threads)
+        cpus = _worker_cpus(slot, settings.workers) if settings.pin_workers else sorted(os.sched_getaffinity(0))
+        if settings.pin_workers:
+            os.sched_setaffinity(0, cpus)
+        loaded.pipeline.worker_started(len(cpus))
         heartbeats.beat(slot)
         _run_loop(_serve(slot, sock, loaded, settings, heartbeats))
     except BaseException:
@@ -62,6 +64,17 @@ def run_worker(
     finally:
         logging.shutdown()
         os._exit(code)  # a forked child must not run the parent's atexit handlers
+
+
+def _worker_cpus(slot: int, workers: int) -> list[int]:
+    """The cores a worker keeps to: its event loop and inference thread hand every request to
+    each other, which costs a cross-core wake-up (about 0.15 ms each way) unless they share one.
+    Workers split the allowed cores evenly; with more workers than cores they take turns."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if workers >= len(cpus):
+        return [cpus[slot % len(cpus)]]
+    share = len(cpus) // workers
+    return cpus[slot * share : (slot + 1) * share]
 
 
 def _run_loop(coroutine: object) -> None:
