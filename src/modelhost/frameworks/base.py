@@ -34,7 +34,6 @@ class Adapter(Protocol):
     """Recognises a framework's files, loads them, and wraps a loaded model in a Predictor."""
 
     name: str
-    fork_safe: bool  # whether the model may be loaded once before workers are forked
 
     def matches(self, model_dir: Path) -> bool: ...
 

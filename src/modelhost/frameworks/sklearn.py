@@ -116,7 +116,6 @@ def _frame(records: Sequence[dict[str, Any]], columns: list[str]) -> Any:
 
 class SklearnAdapter:
     name = "sklearn"
-    fork_safe = True
 
     def matches(self, model_dir: Path) -> bool:
         return bool(pickle_files(model_dir))

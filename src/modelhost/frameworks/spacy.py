@@ -57,7 +57,6 @@ class SpacyPredictor(Predictor):
 
 class SpacyAdapter:
     name = "spacy"
-    fork_safe = True
 
     def matches(self, model_dir: Path) -> bool:
         return spacy_dir(model_dir) is not None

@@ -70,7 +70,6 @@ class TransformersPredictor(Predictor):
 
 class TransformersAdapter:
     name = "transformers"
-    fork_safe = True
 
     def matches(self, model_dir: Path) -> bool:
         return (model_dir / "config.json").is_file() and any((model_dir / f).is_file() for f in WEIGHT_FILES)

@@ -63,7 +63,6 @@ class XGBoostPredictor(Predictor):
 
 class XGBoostAdapter:
     name = "xgboost"
-    fork_safe = True
 
     def matches(self, model_dir: Path) -> bool:
         return bool(booster_files(model_dir))

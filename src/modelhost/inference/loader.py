@@ -30,7 +30,6 @@ class BatchPolicy:
 class LoadedModel:
     pipeline: Pipeline
     framework: str
-    fork_safe: bool
     batching: BatchPolicy
 
 
@@ -116,4 +115,4 @@ def _load(model_dir: Path, settings: ServerSettings) -> LoadedModel:
     framework = adapter.name if adapter else "custom"
     if handlers is not None:
         framework += f"+{handlers.path.name}"
-    return LoadedModel(pipeline, framework, adapter.fork_safe if adapter else True, policy)
+    return LoadedModel(pipeline, framework, policy)
