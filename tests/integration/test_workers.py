@@ -210,3 +210,31 @@ def test_workers_exit_when_the_master_is_killed(serve: Serve, tmp_path: Path) ->
     while any(alive(pid) for pid in workers):
         assert time.monotonic() < deadline, "orphaned workers are still running 5 s after their master died"
         time.sleep(0.1)
+
+
+def test_connections_are_spread_over_the_workers(serve: Serve, tmp_path: Path) -> None:
+    """Each worker has its own SO_REUSEPORT socket: new connections reach both of two workers."""
+    server = serve(model_dir(tmp_path), "--workers", "2")
+    wait_for_workers(server, 2)
+    answered_by = set()
+    for _ in range(40):  # a new connection each time
+        with httpx.Client() as client:
+            answered_by.add(client.post(f"{server.url}/invocations", json=[1], timeout=5).json()["pid"])
+    assert answered_by == set(server.worker_pids())
+
+
+def test_a_stuck_worker_is_replaced_at_once_and_its_slot_keeps_serving(serve: Serve, tmp_path: Path) -> None:
+    server = serve(model_dir(tmp_path), "--workers", "1", "--timeout", "1")
+    [stuck] = wait_for_workers(server, 1)
+    marker = tmp_path / "marker"
+    slow = httpx.post(f"{server.url}/invocations", json={"sleep": 8, "marker": str(marker)}, timeout=10)
+    assert slow.status_code == 504
+    started = time.monotonic()
+    statuses = []
+    while not statuses or statuses[-1] != 200:  # at most a brief 503 "retry" while it is replaced
+        response = httpx.post(f"{server.url}/invocations", json=[1], timeout=10)
+        statuses.append(response.status_code)
+        assert time.monotonic() - started < 3, statuses  # not held up until the stuck prediction ends
+    assert set(statuses) <= {200, 503}
+    assert response.json()["pid"] != stuck
+    assert "replacing this worker" in server.log()

@@ -116,3 +116,21 @@ def test_a_stuck_prediction_times_out_and_is_visible_to_the_watchdog():
     assert outcome.status == 504
     assert elapsed == pytest.approx(0.2, abs=0.15)
     assert stuck > 0.1
+
+
+def test_callers_just_answered_are_waited_for_so_cohorts_merge():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_delay_s=0.5)
+        await asyncio.gather(*(submit(batcher, b"first") for _ in range(4)))  # one batch answers 4 callers
+        started = time.perf_counter()
+        first = asyncio.create_task(submit(batcher, b"again"))
+        await asyncio.sleep(0.05)  # the other three come back a little later
+        await asyncio.gather(first, *(submit(batcher, b"again") for _ in range(3)))
+        waited = time.perf_counter() - started
+        batcher.close()
+        return recorder.sizes, waited
+
+    sizes, waited = asyncio.run(scenario())
+    assert sizes[-1] == 4  # the returning callers were predicted together
+    assert waited < 0.4  # and not held for the whole max delay

@@ -14,7 +14,7 @@ from modelhost.server.loading import LoadingResponder
 from modelhost.server.supervisor import Supervisor
 from modelhost.settings import ServerSettings
 
-__all__ = ["bind_socket", "configure_logging", "serve"]
+__all__ = ["bind_sockets", "configure_logging", "serve"]
 
 log = logging.getLogger("modelhost.server")
 
@@ -28,18 +28,27 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one address (SO_REUSEPORT), one per worker slot.
+
+    Port 0 picks a free port for the first; the others join it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sockets: list[socket.socket] = []
     try:
-        sock.bind((host, port))
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(2048)
     except OSError as exc:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise ModelhostError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    return sockets
 
 
 def serve(settings: ServerSettings) -> int:
@@ -47,20 +56,21 @@ def serve(settings: ServerSettings) -> int:
     configure_logging(settings.log_level)
     started = time.perf_counter()
     try:
-        sock = bind_socket(settings.host, settings.port)
+        sockets = bind_sockets(settings.host, settings.port, settings.workers)
     except ModelhostError as exc:
         log.error("%s", exc.message)
         return 1
-    host, port = sock.getsockname()[:2]
+    host, port = sockets[0].getsockname()[:2]
     log.info("listening on http://%s:%d; loading %s", host, port, settings.model_uri)
     try:
-        with LoadingResponder(sock):
+        with LoadingResponder(sockets):
             artifact = resolve_artifact(settings.model_uri, settings.cache_dir, settings.s3_endpoint_url)
             log.info("artifact %s sha256=%s (%s)", artifact.uri, artifact.sha256, artifact.path)
             loaded = load_model(artifact.path, settings)
     except ModelhostError as exc:
         log.error("the model failed to load: %s", exc.message)
-        sock.close()
+        for sock in sockets:
+            sock.close()
         return 1
     policy = loaded.batching
     log.info(
@@ -73,4 +83,4 @@ def serve(settings: ServerSettings) -> int:
     # (and so copying) their pages in every worker. (No collection first: it costs ~0.1 s of
     # cold start and frees little right after a load.)
     gc.freeze()
-    return Supervisor(settings, sock, loaded).run()
+    return Supervisor(settings, sockets, loaded).run()

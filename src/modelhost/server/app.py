@@ -49,6 +49,7 @@ class ModelServerApp:
         self._execution_parameters = json_body(execution_parameters)
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
+        self._clock = asyncio.get_running_loop().time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,8 +83,7 @@ class ModelServerApp:
             elif name in (b"x-request-id", b"x-amzn-sagemaker-inference-id"):
                 request_id = value.decode("latin-1")[:128]
         request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        deadline = self._clock() + self._timeout_s
 
         self.batcher.announce()
         try:

@@ -43,8 +43,10 @@ class AdaptiveBatcher:
         max_delay_s: float,
         timeout_s: float,
         thread_initializer: Callable[[], None] | None = None,
+        on_stuck: Callable[[str], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._on_stuck = on_stuck  # told when a prediction outlives a request's deadline
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_delay_s
         self._timeout_s = timeout_s
@@ -54,6 +56,8 @@ class AdaptiveBatcher:
         self._arriving = 0
         self._busy_since: float | None = None
         self._running: list[_Pending] = []
+        self._answered = 0  # callers the last batch answered ...
+        self._queued_behind = 0  # ... and requests that queued up while it ran
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the request side -------------------------------------------------------------------
@@ -73,6 +77,7 @@ class AdaptiveBatcher:
             self._tasks = [loop.create_task(self._consume()), loop.create_task(self._sweep())]
         if self.stuck_for(loop.time()) > self._timeout_s:
             self._arriving -= 1
+            self._report_stuck()
             return ServiceUnavailable("the model is stuck on an earlier request; this worker is being replaced, retry")
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.append(_Pending(invocation, future, deadline))
@@ -115,6 +120,8 @@ class AdaptiveBatcher:
             for pending, outcome in zip(live, outcomes, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(outcome)
+            self._answered = len(live)
+            self._queued_behind = len(self._queue)
 
     async def _sweep(self) -> None:
         """Answer every request past its deadline with a timeout, queued or being predicted."""
@@ -127,13 +134,28 @@ class AdaptiveBatcher:
                     pending.future.set_result(
                         PredictionTimeout(f"the model did not answer within {self._timeout_s:g} s")
                     )
+            if self.stuck_for(now) > self._timeout_s:
+                self._report_stuck()
+
+    def _report_stuck(self) -> None:
+        if self._on_stuck is not None:
+            self._on_stuck(f"a prediction has run for more than the {self._timeout_s:g} s timeout")
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait, up to max_delay, for requests already on their way to join this batch."""
-        if self._arriving <= 0 or self._max_delay_s <= 0 or len(self._queue) >= self._max_batch_size:
+        """Let requests about to come in join this batch, waiting at most max_delay.
+
+        Two kinds are waited for: requests the server is reading (announced), and, when the
+        last batch answered several callers, as many new requests as it answered: clients that
+        get an answer tend to send their next request at once, and without waiting for them
+        the callers split into two cohorts that alternate in half-size batches. A lone caller
+        (last batch of one) never waits.
+        """
+        if self._max_batch_size <= 1 or self._max_delay_s <= 0:
             return
+        returning = self._answered if self._answered > 1 else 0
+        target = min(self._max_batch_size, self._queued_behind + returning)
         deadline = loop.time() + self._max_delay_s
-        while self._arriving > 0 and len(self._queue) < self._max_batch_size:
+        while len(self._queue) < self._max_batch_size and (len(self._queue) < target or self._arriving > 0):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

@@ -20,13 +20,14 @@ _RESPONSE = (
 
 
 class LoadingResponder:
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        self._sockets = sockets
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="modelhost-loading", daemon=True)
 
     def __enter__(self) -> LoadingResponder:
-        self._sock.setblocking(False)
+        for sock in self._sockets:
+            sock.setblocking(False)
         self._thread.start()
         return self
 
@@ -36,22 +37,25 @@ class LoadingResponder:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            readable, _, _ = select.select([self._sock], [], [], 0.05)
-            if not readable:
-                continue
+            readable, _, _ = select.select(self._sockets, [], [], 0.05)
+            for sock in readable:
+                self._answer(sock)
+
+    @staticmethod
+    def _answer(sock: socket.socket) -> None:
+        try:
+            connection, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        with connection:
+            connection.settimeout(0.5)
             try:
-                connection, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                continue
-            with connection:
-                connection.settimeout(0.5)
-                try:
-                    received = b""
-                    while b"\r\n\r\n" not in received and len(received) < 16384:
-                        chunk = connection.recv(4096)
-                        if not chunk:
-                            break
-                        received += chunk
-                    connection.sendall(_RESPONSE)
-                except OSError:
-                    pass
+                received = b""
+                while b"\r\n\r\n" not in received and len(received) < 16384:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    received += chunk
+                connection.sendall(_RESPONSE)
+            except OSError:
+                pass

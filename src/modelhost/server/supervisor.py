@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from types import FrameType
 
 from modelhost.inference.loader import LoadedModel
-from modelhost.server.worker import Heartbeats, run_worker
+from modelhost.server.board import WorkerBoard
+from modelhost.server.worker import run_worker
 from modelhost.settings import ServerSettings
 
 log = logging.getLogger("modelhost.supervisor")
@@ -34,14 +35,15 @@ class _Worker:
     slot: int
     pid: int
     started: float
+    drain_deadline: float | None = None  # set once a replacement took over its slot
 
 
 class Supervisor:
-    def __init__(self, settings: ServerSettings, sock: socket.socket, loaded: LoadedModel) -> None:
+    def __init__(self, settings: ServerSettings, sockets: list[socket.socket], loaded: LoadedModel) -> None:
         self._settings = settings
-        self._sock = sock
+        self._sockets = sockets
         self._loaded = loaded
-        self._heartbeats = Heartbeats(settings.workers)
+        self._board = WorkerBoard(settings.workers)
         self._workers: dict[int, _Worker] = {}  # by pid
         self._crashes = 0
         self._stopping = False
@@ -53,7 +55,7 @@ class Supervisor:
         self._stopping = True
 
     def handle_chld(self, signum: int, frame: FrameType | None) -> None:
-        pass  # the wakeup fd already woke the loop; reaping happens there
+        pass  # the wakeup fd already woke the loop; reaping and replacing happen there
 
     def _install_signals(self) -> None:
         os.set_blocking(self._wake_read, False)
@@ -62,6 +64,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.handle_term)
         signal.signal(signal.SIGINT, self.handle_term)
         signal.signal(signal.SIGCHLD, self.handle_chld)
+        signal.signal(signal.SIGUSR1, self.handle_chld)  # a worker started draining
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -74,20 +77,21 @@ class Supervisor:
             select.select([self._wake_read], [], [], 0.5)
             self._drain_wakeups()
             self._reap()
+            self._replace_draining()
             self._kill_silent()
         self._shutdown()
         return 1 if self._failed else 0
 
     def _spawn(self, slot: int) -> None:
-        self._heartbeats.beat(slot)
+        self._board.reset(slot)
         pid = os.fork()
         if pid == 0:
             signal.set_wakeup_fd(-1)
-            for handled in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            for handled in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 signal.signal(handled, signal.SIG_DFL)
             os.close(self._wake_read)
             os.close(self._wake_write)
-            run_worker(slot, self._sock, self._loaded, self._settings, self._heartbeats)
+            run_worker(slot, self._sockets[slot], self._loaded, self._settings, self._board)
         self._workers[pid] = _Worker(slot, pid, time.monotonic())
         log.info("worker %d started (pid %d)", slot, pid)
 
@@ -103,7 +107,11 @@ class Supervisor:
             if worker is None:
                 continue
             lived = time.monotonic() - worker.started
-            if self._stopping:
+            if self._stopping or worker.drain_deadline is not None:
+                continue  # shutting down, or already replaced
+            if self._board.draining(worker.slot):  # recycled itself before we saw the mark
+                log.info("worker %d (pid %d) recycled itself; starting a new one", worker.slot, pid)
+                self._spawn(worker.slot)
                 continue
             log.warning(
                 "worker %d (pid %d) %s after %.1f s; starting a new one", worker.slot, pid, _describe(status), lived
@@ -117,15 +125,27 @@ class Supervisor:
                 time.sleep(min(0.2 * 2**self._crashes, 5.0))
             self._spawn(worker.slot)
 
+    def _replace_draining(self) -> None:
+        for worker in list(self._workers.values()):
+            if worker.drain_deadline is None and self._board.draining(worker.slot):
+                log.warning("worker %d (pid %d) is draining; starting its replacement", worker.slot, worker.pid)
+                worker.drain_deadline = time.monotonic() + self._settings.timeout_s + SILENCE_GRACE_S
+                self._spawn(worker.slot)
+
     def _kill_silent(self) -> None:
         limit = self._settings.timeout_s + SILENCE_GRACE_S
         now = time.monotonic()
         for worker in list(self._workers.values()):
-            silent = now - self._heartbeats.last(worker.slot)
+            if worker.drain_deadline is not None:
+                if now > worker.drain_deadline:
+                    log.error("draining worker pid %d did not exit; killing it", worker.pid)
+                    _kill(worker.pid, signal.SIGKILL)
+                continue
+            silent = now - self._board.last_beat(worker.slot)
             if silent > limit:
                 log.error("worker %d (pid %d) silent for %.0f s; killing it", worker.slot, worker.pid, silent)
                 _kill(worker.pid, signal.SIGKILL)
-                self._heartbeats.beat(worker.slot)  # don't kill it twice while it dies
+                self._board.reset(worker.slot)  # don't kill it twice while it dies
 
     def _shutdown(self) -> None:
         log.info("shutting down: waiting for in-flight requests")
@@ -142,7 +162,8 @@ class Supervisor:
         while self._workers:
             self._reap()
             time.sleep(0.01)
-        self._sock.close()
+        for sock in self._sockets:
+            sock.close()
         log.info("stopped")
 
     # -- small helpers ------------------------------------------------------------------------
@@ -154,7 +175,7 @@ class Supervisor:
             pass
 
     def _address(self) -> tuple[str, int]:
-        host, port = self._sock.getsockname()[:2]
+        host, port = self._sockets[0].getsockname()[:2]
         return str(host), int(port)
 
 

@@ -1,21 +1,20 @@
-"""One worker process: an event loop serving the shared socket, with its own inference thread.
+"""One worker process: an event loop serving its slot's socket, with its own inference thread.
 
 Runs in a child forked by the supervisor after the model was loaded, so the model's memory is
-shared copy-on-write. A prediction stuck past the timeout makes the worker stop accepting,
-answer what it holds (those requests time out) and exit; the supervisor forks a fresh one.
+shared copy-on-write. A prediction stuck past the timeout makes the worker mark itself draining,
+stop accepting, answer what it holds (those requests time out) and exit; the supervisor forks a
+fresh worker for the slot as soon as it sees the mark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-import mmap
 import os
 import signal
 import socket
-import struct
-import time
 from typing import NoReturn
 
 import uvicorn
@@ -23,6 +22,7 @@ import uvicorn
 from modelhost.inference.loader import LoadedModel
 from modelhost.server.app import ModelServerApp
 from modelhost.server.batcher import AdaptiveBatcher
+from modelhost.server.board import WorkerBoard
 from modelhost.server.protocol import protocol_with_read_timeout
 from modelhost.settings import ServerSettings
 
@@ -31,21 +31,8 @@ log = logging.getLogger("modelhost.worker")
 HEARTBEAT_INTERVAL_S = 0.5
 
 
-class Heartbeats:
-    """One monotonic timestamp per worker slot, in memory shared across fork."""
-
-    def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, 8 * slots)
-
-    def beat(self, slot: int) -> None:
-        struct.pack_into("d", self._memory, 8 * slot, time.monotonic())
-
-    def last(self, slot: int) -> float:
-        return float(struct.unpack_from("d", self._memory, 8 * slot)[0])
-
-
 def run_worker(
-    slot: int, sock: socket.socket, loaded: LoadedModel, settings: ServerSettings, heartbeats: Heartbeats
+    slot: int, sock: socket.socket, loaded: LoadedModel, settings: ServerSettings, board: WorkerBoard
 ) -> NoReturn:
     """The whole life of a forked worker; never returns."""
     code = 0
@@ -55,9 +42,10 @@ def run_worker(
         cpus = _worker_cpus(slot, settings.workers) if settings.pin_workers else sorted(os.sched_getaffinity(0))
         if settings.pin_workers:
             os.sched_setaffinity(0, cpus)
+        _limit_native_threads(len(cpus))
         loaded.pipeline.worker_started(len(cpus))
-        heartbeats.beat(slot)
-        _run_loop(_serve(slot, sock, loaded, settings, heartbeats))
+        board.beat(slot)
+        _run_loop(_serve(slot, sock, loaded, settings, board))
     except BaseException:
         log.exception("worker %d failed", slot)
         code = 1
@@ -77,6 +65,14 @@ def _worker_cpus(slot: int, workers: int) -> list[int]:
     return cpus[slot * share : (slot + 1) * share]
 
 
+def _limit_native_threads(threads: int) -> None:
+    """BLAS and OpenMP pools sized for the whole machine oversubscribe a worker's share of it
+    (OpenBLAS threads even spin while they wait), so they are cut to the worker's cores."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+
 def _run_loop(coroutine: object) -> None:
     try:
         import uvloop
@@ -87,11 +83,13 @@ def _run_loop(coroutine: object) -> None:
 
 
 async def _serve(
-    slot: int, sock: socket.socket, loaded: LoadedModel, settings: ServerSettings, heartbeats: Heartbeats
+    slot: int, sock: socket.socket, loaded: LoadedModel, settings: ServerSettings, board: WorkerBoard
 ) -> None:
     policy = loaded.batching
+    warden = _Warden(slot, board)
     batcher = AdaptiveBatcher(
         loaded.pipeline.run_batch,
+        on_stuck=warden.recycle,
         max_batch_size=policy.max_batch_size if policy.enabled else 1,
         max_delay_s=policy.max_delay_ms / 1000 if policy.enabled else 0.0,
         timeout_s=settings.timeout_s,
@@ -121,7 +119,8 @@ async def _serve(
         timeout_graceful_shutdown=int(settings.timeout_s + 5),
     )
     server = uvicorn.Server(config)
-    watchdog = asyncio.get_running_loop().create_task(_watch(slot, server, batcher, settings.timeout_s, heartbeats))
+    warden.attach(server)
+    watchdog = asyncio.get_running_loop().create_task(warden.watch(batcher, settings.timeout_s))
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -129,23 +128,41 @@ async def _serve(
         batcher.close()
 
 
-async def _watch(
-    slot: int, server: uvicorn.Server, batcher: AdaptiveBatcher, timeout_s: float, heartbeats: Heartbeats
-) -> None:
-    loop = asyncio.get_running_loop()
-    master = os.getppid()
-    while True:
-        heartbeats.beat(slot)
-        if os.getppid() != master and not server.should_exit:
-            log.error("worker %d: the master process is gone; stopping", slot)
-            server.should_exit = True
-        stuck = batcher.stuck_for(loop.time())
-        if stuck > timeout_s and not server.should_exit:
-            log.error(
-                "worker %d: a prediction has run for %.0f s (timeout %g s); replacing this worker",
-                slot,
-                stuck,
-                timeout_s,
-            )
-            server.should_exit = True
-        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+class _Warden:
+    """Keeps the supervisor informed and takes this worker out of service when it must go.
+
+    ``watch`` writes the heartbeat and stops the worker when the master is gone or a prediction
+    stays stuck; ``recycle`` (also called by the batcher the moment a prediction outlives a
+    deadline) marks the slot draining, wakes the supervisor to fork the replacement, and lets
+    this worker stop accepting and answer what it holds.
+    """
+
+    def __init__(self, slot: int, board: WorkerBoard) -> None:
+        self._slot, self._board = slot, board
+        self._server: uvicorn.Server | None = None
+
+    def attach(self, server: uvicorn.Server) -> None:
+        self._server = server
+
+    def recycle(self, reason: str) -> None:
+        if self._server is None or self._server.should_exit:
+            return
+        log.error("worker %d: %s; replacing this worker", self._slot, reason)
+        self._board.mark_draining(self._slot)
+        self._server.should_exit = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(os.getppid(), signal.SIGUSR1)
+
+    async def watch(self, batcher: AdaptiveBatcher, timeout_s: float) -> None:
+        assert self._server is not None
+        loop = asyncio.get_running_loop()
+        master = os.getppid()
+        while not self._server.should_exit:
+            self._board.beat(self._slot)
+            if os.getppid() != master:
+                log.error("worker %d: the master process is gone; stopping", self._slot)
+                self._server.should_exit = True
+            stuck = batcher.stuck_for(loop.time())
+            if stuck > timeout_s:
+                self.recycle(f"a prediction has run for {stuck:.0f} s (timeout {timeout_s:g} s)")
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
