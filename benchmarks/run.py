@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from report import (
     vs_flask,
 )
 from servers import ServerProcess, cold_start_s, http_call, running
-from vocabulary import BenchmarkError, MemoryReading, Results, Row
+from vocabulary import SENTIMENT_1, BenchmarkError, MemoryReading, Results, Row
 from workload_data import WORKLOAD_NAMES, Workload, ensure_built, load_workload, reference_module
 
 HERE = Path(__file__).resolve().parent
@@ -170,6 +170,7 @@ class BenchmarkRun:
         self.models = models
         self.steps = server_steps(models, settings.workers)
         self.results = Results()
+        self._sentiment_reference: Any = None
 
     def run(self) -> Results:
         for name in self.settings.steps:
@@ -224,13 +225,29 @@ class BenchmarkRun:
         for connections in self.settings.connections:
             if self.settings.warmup_s:
                 run_wrk(url, bodies, connections, self.settings.warmup_s)
+            paired = connections == 1 and load.scenario == SENTIMENT_1
+            before = self.inprocess_single_ms() if paired else None
             result = run_wrk(url, bodies, connections, self.settings.duration_s)
+            after = self.inprocess_single_ms() if paired else None
             report = self.settings.run_dir / "wrk" / f"{name}-c{connections}.txt"
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(result.report)
             row = to_row(step, load, connections, result)
+            if before is not None and after is not None:
+                row = replace(row, paired_inprocess_p50_ms=(before + after) / 2)
             self.results.rows.append(row)
             print(f"   {progress_line(row)}", flush=True)
+
+    def inprocess_single_ms(self) -> float:
+        """The reference single-text sentiment predict, timed now (median ms)."""
+        workload = self.workloads["sentiment"]
+        if self._sentiment_reference is None:
+            reference = reference_module(self.settings.workloads_src)
+            self._sentiment_reference = reference.load("sentiment", str(workload.directory))
+        timing = inprocess.time_calls(
+            self._sentiment_reference.predict_one, workload.texts, self.settings.inprocess_budget_s
+        )
+        return timing.median_ms
 
 
 def to_row(step: ServerStep, load: Load, connections: int, result: LoadResult) -> Row:

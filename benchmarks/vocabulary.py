@@ -46,6 +46,10 @@ class Row:
     non_2xx: int = 0
     socket_errors: int = 0
     requests: int = 0
+    # The in-process single predict timed right before and after this row's load (their mean):
+    # this machine's speed drifts over minutes, so a one-connection latency is compared with a
+    # baseline taken around it rather than one taken at the start of the run.
+    paired_inprocess_p50_ms: float | None = None
 
     @property
     def texts_per_s(self) -> float:
