@@ -18,6 +18,8 @@ import socket
 from typing import NoReturn
 
 import uvicorn
+import uvicorn.lifespan.off  # uvicorn would import it in every worker; before fork it is shared
+from threadpoolctl import threadpool_limits
 
 from modelhost.inference.loader import LoadedModel
 from modelhost.server.app import ModelServerApp
@@ -68,8 +70,6 @@ def _worker_cpus(slot: int, workers: int) -> list[int]:
 def _limit_native_threads(threads: int) -> None:
     """BLAS and OpenMP pools sized for the whole machine oversubscribe a worker's share of it
     (OpenBLAS threads even spin while they wait), so they are cut to the worker's cores."""
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(limits=threads)
 
 
@@ -111,6 +111,7 @@ async def _serve(
         interface="asgi3",
         http=protocol_with_read_timeout(settings.read_timeout_s),
         lifespan="off",
+        ws="none",
         access_log=False,
         proxy_headers=False,
         server_header=False,
