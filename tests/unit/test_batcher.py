@@ -134,3 +134,18 @@ def test_callers_just_answered_are_waited_for_so_cohorts_merge():
     sizes, waited = asyncio.run(scenario())
     assert sizes[-1] == 4  # the returning callers were predicted together
     assert waited < 0.4  # and not held for the whole max delay
+
+
+def test_after_a_quiet_spell_a_request_does_not_wait_for_the_last_batch_callers():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_delay_s=0.3)
+        await asyncio.gather(*(submit(batcher, b"burst") for _ in range(4)))
+        await asyncio.sleep(0.4)  # longer than max_delay: those callers are not coming back
+        started = time.perf_counter()
+        await submit(batcher, b"later")
+        elapsed = time.perf_counter() - started
+        batcher.close()
+        return elapsed
+
+    assert asyncio.run(scenario()) < 0.1

@@ -1,10 +1,11 @@
 """Adaptive batching: requests that arrive while the model is busy are predicted together.
 
 One inference thread per worker runs the pipeline, so the event loop keeps reading requests and
-enforcing deadlines while the model works. The batcher never delays a lone request: it waits
-(at most ``max_delay``) only while other requests are known to be on their way in, i.e. the
-server has started reading them (``announce``) but they have not been submitted yet. Under load,
-batches form by themselves from what queued up during the previous prediction.
+enforcing deadlines while the model works. Under load, batches form by themselves from what
+queued up during the previous prediction. Before a batch goes, the batcher waits (at most
+``max_delay``) only for requests known to be on their way: those the server is reading
+(``announce``d, not yet submitted) and the callers the last batch just answered, if they come
+straight back. A lone request never waits.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class AdaptiveBatcher:
         self._busy_since: float | None = None
         self._running: list[_Pending] = []
         self._answered = 0  # callers the last batch answered ...
-        self._queued_behind = 0  # ... and requests that queued up while it ran
+        self._queued_behind = 0  # ... and requests that queued up while it ran ...
+        self._finished_at = 0.0  # ... and when it ended
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the request side -------------------------------------------------------------------
@@ -122,6 +124,7 @@ class AdaptiveBatcher:
                     pending.future.set_result(outcome)
             self._answered = len(live)
             self._queued_behind = len(self._queue)
+            self._finished_at = loop.time()
 
     async def _sweep(self) -> None:
         """Answer every request past its deadline with a timeout, queued or being predicted."""
@@ -148,11 +151,12 @@ class AdaptiveBatcher:
         last batch answered several callers, as many new requests as it answered: clients that
         get an answer tend to send their next request at once, and without waiting for them
         the callers split into two cohorts that alternate in half-size batches. A lone caller
-        (last batch of one) never waits.
+        (last batch of one) never waits, nor does the first request after a quiet spell.
         """
         if self._max_batch_size <= 1 or self._max_delay_s <= 0:
             return
-        returning = self._answered if self._answered > 1 else 0
+        came_back = loop.time() - self._finished_at <= self._max_delay_s
+        returning = self._answered if self._answered > 1 and came_back else 0
         target = min(self._max_batch_size, self._queued_behind + returning)
         deadline = loop.time() + self._max_delay_s
         while len(self._queue) < self._max_batch_size and (len(self._queue) < target or self._arriving > 0):
