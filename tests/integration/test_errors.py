@@ -574,3 +574,14 @@ def test_csv_request_answers_csv_by_default_and_json_when_asked(regression: Serv
     response = invoke(regression, b"1,2,3\n", "text/csv", accept="application/json")
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == pytest.approx([14.5])
+
+
+def test_a_client_request_id_is_echoed_only_as_printable_ascii(regression: ServerProcess) -> None:
+    response = httpx.post(
+        f"{regression.url}/invocations",
+        content=b"[[1, 2, 3]]",
+        headers={"Content-Type": b"application/json", "X-Request-Id": b"abc def\xe9-42"},
+        timeout=5,
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "abcdef-42"

@@ -188,3 +188,10 @@ def test_contract_is_checked_when_the_model_loads(tmp_path):
         pipeline(tmp_path, None, "1 / 0\n")
     with pytest.raises(ModelLoadError, match="neither predict_fn nor transform_fn"):
         pipeline(tmp_path, None, "def input_fn(b, c): pass\n")
+
+
+def test_an_invalid_content_type_from_a_handler_is_an_error_not_a_broken_response(tmp_path):
+    source = "def transform_fn(model, body, content_type, accept):\n    return b'x', 'text/plain\\r\\nX-Evil: 1'\n"
+    [outcome] = pipeline(tmp_path, None, source, batchable=False).run_batch([call(b"1")])
+    assert outcome.status == 500
+    assert "invalid content type" in outcome.message

@@ -11,6 +11,7 @@ Two paths:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from modelhost.inference.handlers import UserHandlers
 from modelhost.inference.types import HandlerContext, Invocation, Outcome, Rendered
 
 log = logging.getLogger("modelhost.inference")
+
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")  # what may be sent back as Content-Type
 
 # The toolkit hands the body to input_fn/transform_fn as text for these types, as bytes otherwise.
 TEXT_TYPES = frozenset({"application/json", "text/csv"})
@@ -242,6 +245,8 @@ class Pipeline:
         content_type = accept
         if isinstance(result, tuple) and len(result) == 2:
             result, content_type = result
+        if not isinstance(content_type, str) or not _HEADER_VALUE.fullmatch(content_type):
+            raise ModelRaised(f"the handler answered with an invalid content type: {content_type!r}")
         if isinstance(result, str):
             return Rendered(result.encode(), content_type)
         if isinstance(result, (bytes, bytearray, memoryview)):

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -30,6 +31,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _PING_BODY = json_body({"status": "Healthy"})
+_PRINTABLE = re.compile(r"[^\x21-\x7e]")  # what a client's request id may keep: it is echoed in a header
 
 
 class ModelServerApp:
@@ -81,7 +83,7 @@ class ModelServerApp:
             elif name == b"x-amzn-sagemaker-custom-attributes":
                 attributes = value.decode("latin-1")
             elif name in (b"x-request-id", b"x-amzn-sagemaker-inference-id"):
-                request_id = value.decode("latin-1")[:128]
+                request_id = _PRINTABLE.sub("", value.decode("latin-1"))[:128] or None
         request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
         deadline = self._clock() + self._timeout_s
 
