@@ -14,6 +14,7 @@ import numpy as np
 
 from modelhost.errors import ArtifactError, InvalidInput, ModelLoadError
 from modelhost.frameworks.base import Predictor
+from modelhost.frameworks.sklearn_fast import fast_predict
 from modelhost.manifest import Manifest
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".sav")
@@ -48,13 +49,14 @@ class SklearnPredictor(Predictor):
         super().__init__(model)
         if not callable(getattr(model, "predict", None)):
             raise ModelLoadError(f"the loaded object ({type(model).__name__}) has no predict method")
+        self._predict = fast_predict(model) or model.predict
         self._n_features: int | None = getattr(model, "n_features_in_", None)
         self._columns: list[str] | None = _column_names(model)
 
     def predict(self, instances: Sequence[Any]) -> Sequence[Any]:
         matrix = self._matrix(instances)
         try:
-            result = self.model.predict(matrix)
+            result = self._predict(matrix)
         except (ValueError, TypeError, AttributeError) as exc:
             # A fitted estimator that rejects its input (text where numbers belong, unknown
             # columns, ...) is answering about the request, not failing.
