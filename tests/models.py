@@ -191,3 +191,68 @@ def xgboost_booster(out: Path, name: str = "xgboost-model") -> Path:
     booster.save_model(str(out / f"booster{suffix}"))
     (out / f"booster{suffix}").rename(out / name)
     return out
+
+
+def spacy_transformers_ner(out: Path, scratch: Path) -> Path:
+    """A spaCy pipeline with a transformer component (a 16-unit BERT built from a config in
+    ``scratch``) and an NER listening to it, trained a few rounds; the BERT folder is removed
+    afterwards to show the saved pipeline carries everything it needs."""
+    import shutil
+
+    import spacy
+    from spacy.training import Example
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    bert = scratch / "tiny-bert"
+    bert.mkdir(parents=True, exist_ok=True)
+    words = "[PAD] [UNK] [CLS] [SEP] [MASK] starbucks vancouver amazon uber paid at online trip help coffee"
+    (bert / "vocab.txt").write_text("\n".join(words.split()) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(bert / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(words.split()),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "transformer",
+        config={
+            "model": {
+                "@architectures": "spacy-transformers.TransformerModel.v3",
+                "name": str(bert),
+                "tokenizer_config": {"use_fast": True},
+                "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 32, "stride": 24},
+            }
+        },
+    )
+    listener = {
+        "@architectures": "spacy-transformers.TransformerListener.v1",
+        "grad_factor": 1.0,
+        "upstream": "transformer",
+        "pooling": {"@layers": "reduce_mean.v1"},
+    }
+    ner_model = {
+        "@architectures": "spacy.TransitionBasedParser.v2",
+        "state_type": "ner",
+        "extra_state_tokens": False,
+        "hidden_width": 16,
+        "maxout_pieces": 2,
+        "use_upper": False,
+        "tok2vec": listener,
+    }
+    nlp.add_pipe("ner", config={"model": ner_model}).add_label("BRD")
+    data = [("STARBUCKS Vancouver", [(0, 9, "BRD")]), ("paid AMAZON online", [(5, 11, "BRD")])]
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in data]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(10):
+        nlp.update(examples, sgd=optimizer)
+    nlp.to_disk(out)
+    shutil.rmtree(bert)
+    return out
