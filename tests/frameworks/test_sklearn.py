@@ -108,3 +108,9 @@ def test_objects_are_dataframe_rows_for_a_model_fitted_on_named_columns(tmp_path
     assert invoke(loaded, rows) == [1, 0]
     with pytest.raises(InvalidInput, match="missing fields: Minutes"):
         invoke(loaded, [{"State": "NY"}])
+
+
+def test_nan_in_csv_is_a_client_error_not_a_silent_answer(tmp_path):
+    loaded = load(sklearn_regression(tmp_path, n_features=3))
+    with pytest.raises(InvalidInput, match="NaN"):
+        invoke(loaded, b"1,nan,3\n", "text/csv")

@@ -66,3 +66,10 @@ def test_odd_input_falls_back_to_scikit_learn_and_its_error():
     fast = fast_predict(model)
     with pytest.raises(ValueError, match="could not convert string to float|dtype"):
         fast(np.array([["a", "b", "c", "d"]]))
+
+
+def test_nan_is_still_refused_as_scikit_learn_refuses_it():
+    model = LogisticRegression().fit(X, X[:, 0] > 0)
+    fast = fast_predict(model)
+    with pytest.raises(ValueError, match="NaN"):
+        fast(np.array([[np.nan, 0.0, 0.0, 0.0]]))

@@ -132,13 +132,14 @@ class SklearnAdapter:
             raise ModelLoadError(f"could not unpickle {path.name}: {type(exc).__name__}: {exc}") from exc
 
     def thread_started(self) -> None:
-        # Validating parameters and finiteness costs more than predicting one short row, and the
-        # model was validated when it was fitted. scikit-learn keeps this config per thread.
+        # Validating the estimator's parameters costs more than predicting one short row, and they
+        # were validated when it was fitted. (Inputs are still checked: NaN must stay an error
+        # for models that cannot take it.) scikit-learn keeps this config per thread.
         try:
             import sklearn
         except ImportError:
             return
-        sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+        sklearn.set_config(skip_parameter_validation=True)
 
     def predictor(self, model: Any, manifest: Manifest) -> Predictor:
         return SklearnPredictor(model)

@@ -47,7 +47,7 @@ def fast_predict(model: Any) -> Predict | None:
     def predict(x: Any) -> Any:
         features = head.transform(x) if head is not None else x
         if not _plain_numbers(features):
-            return final.predict(features)  # let scikit-learn check (and explain) odd input
+            return final.predict(features)  # let scikit-learn check (and explain) odd input, NaN too
         return last(features)
 
     return predict
@@ -59,11 +59,18 @@ def _owner(kind: type, name: str) -> type | None:
 
 
 def _plain_numbers(features: Any) -> bool:
+    """Finite numbers in a 2-D array or sparse matrix: what the linear step can take unchecked."""
     import scipy.sparse
 
     if scipy.sparse.issparse(features):
-        return bool(features.dtype.kind in "biuf")
-    return isinstance(features, np.ndarray) and features.ndim == 2 and features.dtype.kind in "biuf"
+        values = features.data
+    elif isinstance(features, np.ndarray) and features.ndim == 2:
+        values = features
+    else:
+        return False
+    if values.dtype.kind in "biu":
+        return True
+    return values.dtype.kind == "f" and bool(np.isfinite(values).all())
 
 
 def _classify(coef: Any, intercept: Any, classes: Any) -> Predict:
