@@ -2,6 +2,11 @@
 
     ModelhostError (500)
      ├── ArtifactError (400)            artifact cannot be fetched, unpacked or recognised
+     ├── ResourceError (400)            a control-plane request the state cannot take
+     │    ├── ValidationFailed (400)    a field is missing or wrong (the message names it)
+     │    ├── ResourceNotFound (404)
+     │    ├── ResourceExists (409)
+     │    └── ResourceInUse (409)       still referenced, or in a state that forbids it
      ├── ModelLoadError (500)           the model (or its inference.py) failed to load
      └── InvocationError (400)          a request the server refuses or cannot answer
           ├── UnsupportedMediaType (415)
@@ -35,6 +40,31 @@ class ModelhostError(Exception):
 class ArtifactError(ModelhostError):
     status = 400
     code = "ArtifactError"
+
+
+class ResourceError(ModelhostError):
+    status = 400
+    code = "ResourceError"
+
+
+class ValidationFailed(ResourceError):
+    status = 400
+    code = "ValidationException"
+
+
+class ResourceNotFound(ResourceError):
+    status = 404
+    code = "ResourceNotFound"
+
+
+class ResourceExists(ResourceError):
+    status = 409
+    code = "ResourceExists"
+
+
+class ResourceInUse(ResourceError):
+    status = 409
+    code = "ResourceInUse"
 
 
 class ModelLoadError(ModelhostError):

@@ -1,0 +1,140 @@
+"""The control plane's resources, named and shaped like SageMaker's hosting API.
+
+    Model           an artifact (URI + SHA-256), its framework and environment
+    EndpointConfig  production variants (model, instance count, initial weight) + data capture
+    Endpoint        a config put in service; its status moves through ``EndpointStatus``
+
+Values are immutable; the store hands out new ones as state changes. Validation errors name the
+field, as SageMaker's ``ValidationException`` does.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from modelhost.errors import ResourceInUse, ValidationFailed
+
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName
+
+
+def check_name(value: str, field_name: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ValidationFailed(
+            f"{field_name}: {value!r} must be 1-63 letters, digits or hyphens, starting and ending "
+            "with a letter or digit"
+        )
+    return value
+
+
+class EndpointStatus(enum.StrEnum):
+    CREATING = "Creating"
+    IN_SERVICE = "InService"
+    UPDATING = "Updating"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+# Which status may follow which: a failed update returns to InService on the old config.
+_NEXT: Mapping[EndpointStatus, frozenset[EndpointStatus]] = {
+    EndpointStatus.CREATING: frozenset({EndpointStatus.IN_SERVICE, EndpointStatus.FAILED, EndpointStatus.DELETING}),
+    EndpointStatus.IN_SERVICE: frozenset({EndpointStatus.UPDATING, EndpointStatus.DELETING, EndpointStatus.FAILED}),
+    EndpointStatus.UPDATING: frozenset({EndpointStatus.IN_SERVICE, EndpointStatus.FAILED}),
+    EndpointStatus.FAILED: frozenset({EndpointStatus.UPDATING, EndpointStatus.DELETING, EndpointStatus.CREATING}),
+    EndpointStatus.DELETING: frozenset(),
+}
+
+
+def check_transition(name: str, current: EndpointStatus, wanted: EndpointStatus) -> None:
+    """Refuse a status change the lifecycle does not allow, saying which."""
+    if wanted not in _NEXT[current]:
+        raise ResourceInUse(f"endpoint {name!r} is {current.value}; it cannot become {wanted.value}")
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    artifact_uri: str
+    artifact_sha256: str | None = None
+    framework: str | None = None  # None: detected from the artifact when it loads
+    environment: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "ModelName")
+        if not isinstance(self.artifact_uri, str) or not self.artifact_uri.strip():
+            raise ValidationFailed("ModelDataUrl: an artifact URI or path is required")
+        for key, value in self.environment.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValidationFailed(f"Environment: {key!r} must map a string to a string")
+
+
+@dataclass(frozen=True)
+class ProductionVariant:
+    variant_name: str
+    model_name: str
+    initial_instance_count: int = 1
+    initial_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_name(self.variant_name, "ProductionVariants.VariantName")
+        check_name(self.model_name, f"ProductionVariants[{self.variant_name}].ModelName")
+        if not isinstance(self.initial_instance_count, int) or not 1 <= self.initial_instance_count <= 64:
+            raise ValidationFailed(
+                f"ProductionVariants[{self.variant_name}].InitialInstanceCount: must be 1-64, "
+                f"got {self.initial_instance_count!r}"
+            )
+        if not isinstance(self.initial_weight, (int, float)) or self.initial_weight < 0:
+            raise ValidationFailed(
+                f"ProductionVariants[{self.variant_name}].InitialVariantWeight: must be >= 0, "
+                f"got {self.initial_weight!r}"
+            )
+
+
+@dataclass(frozen=True)
+class DataCaptureConfig:
+    enabled: bool = False
+    sampling_percentage: int = 100
+    destination_uri: str | None = None  # None: the platform's artifact store
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampling_percentage, int) or not 0 <= self.sampling_percentage <= 100:
+            raise ValidationFailed(
+                f"DataCaptureConfig.InitialSamplingPercentage: must be 0-100, got {self.sampling_percentage!r}"
+            )
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    name: str
+    variants: Sequence[ProductionVariant]
+    data_capture: DataCaptureConfig = field(default_factory=DataCaptureConfig)
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "EndpointConfigName")
+        if not self.variants:
+            raise ValidationFailed("ProductionVariants: at least one variant is required")
+        names = [v.variant_name for v in self.variants]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValidationFailed(f"ProductionVariants: duplicate VariantName {', '.join(duplicates)}")
+        if sum(v.initial_weight for v in self.variants) <= 0:
+            raise ValidationFailed("ProductionVariants: the variant weights must not all be 0")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    config_name: str
+    status: EndpointStatus = EndpointStatus.CREATING
+    failure_reason: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "EndpointName")
+        check_name(self.config_name, "EndpointConfigName")

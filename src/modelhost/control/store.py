@@ -1,0 +1,321 @@
+"""Where the control plane's state lives: SQLAlchemy 2, SQLite by default, PostgreSQL by URL.
+
+Every change is one transaction, so a crash leaves either the old state or the new one. The
+store knows nothing of processes: the runtime reads what should run and reports status back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from modelhost.control.resources import (
+    DataCaptureConfig,
+    Endpoint,
+    EndpointConfig,
+    EndpointStatus,
+    Model,
+    ProductionVariant,
+    check_transition,
+)
+from modelhost.errors import ResourceExists, ResourceNotFound, ValidationFailed
+
+metadata = MetaData()
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("artifact_uri", Text, nullable=False),
+    Column("artifact_sha256", String(64)),
+    Column("framework", String(32)),
+    Column("environment", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+endpoint_configs = Table(
+    "endpoint_configs",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("data_capture", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+production_variants = Table(
+    "production_variants",
+    metadata,
+    Column("config_name", String(63), ForeignKey("endpoint_configs.name", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("variant_name", String(63), nullable=False),
+    Column("model_name", String(63), nullable=False),
+    Column("instance_count", Integer, nullable=False),
+    Column("weight", Float, nullable=False),
+)
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("config_name", String(63), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("failure_reason", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; everything here is stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class StateStore:
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = create_engine(url)
+        metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._engine.begin() as connection:
+            yield connection
+
+    # -- models ---------------------------------------------------------------------------------
+    def create_model(self, model: Model) -> Model:
+        created = Model(
+            model.name, model.artifact_uri, model.artifact_sha256, model.framework, dict(model.environment), _now()
+        )
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    insert(models).values(
+                        name=created.name,
+                        artifact_uri=created.artifact_uri,
+                        artifact_sha256=created.artifact_sha256,
+                        framework=created.framework,
+                        environment=dict(created.environment),
+                        created_at=created.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ResourceExists(f"model {model.name!r} already exists") from exc
+        return created
+
+    def get_model(self, name: str) -> Model:
+        with self._transaction() as db:
+            row = db.execute(select(models).where(models.c.name == name)).mappings().first()
+        if row is None:
+            raise ResourceNotFound(f"model {name!r} does not exist")
+        return _model(row)
+
+    def list_models(self) -> list[Model]:
+        with self._transaction() as db:
+            rows = db.execute(select(models).order_by(models.c.created_at, models.c.name)).mappings().all()
+        return [_model(row) for row in rows]
+
+    def delete_model(self, name: str) -> None:
+        """Like SageMaker, a model may go while configs still name it; they fail when deployed."""
+        with self._transaction() as db:
+            if db.execute(delete(models).where(models.c.name == name)).rowcount == 0:
+                raise ResourceNotFound(f"model {name!r} does not exist")
+
+    # -- endpoint configs ---------------------------------------------------------------------------
+    def create_endpoint_config(self, config: EndpointConfig) -> EndpointConfig:
+        created = EndpointConfig(config.name, tuple(config.variants), config.data_capture, _now())
+        try:
+            with self._transaction() as db:
+                for variant in created.variants:
+                    found = db.execute(select(models.c.name).where(models.c.name == variant.model_name)).first()
+                    if found is None:
+                        raise ValidationFailed(
+                            f"ProductionVariants[{variant.variant_name}].ModelName: "
+                            f"could not find model {variant.model_name!r}"
+                        )
+                db.execute(
+                    insert(endpoint_configs).values(
+                        name=created.name,
+                        data_capture=_capture_json(created.data_capture),
+                        created_at=created.created_at,
+                    )
+                )
+                db.execute(
+                    insert(production_variants),
+                    [
+                        {
+                            "config_name": created.name,
+                            "position": i,
+                            "variant_name": v.variant_name,
+                            "model_name": v.model_name,
+                            "instance_count": v.initial_instance_count,
+                            "weight": v.initial_weight,
+                        }
+                        for i, v in enumerate(created.variants)
+                    ],
+                )
+        except IntegrityError as exc:
+            raise ResourceExists(f"endpoint config {config.name!r} already exists") from exc
+        return created
+
+    def get_endpoint_config(self, name: str) -> EndpointConfig:
+        with self._transaction() as db:
+            return self._read_config(db, name)
+
+    def list_endpoint_configs(self) -> list[EndpointConfig]:
+        with self._transaction() as db:
+            names = (
+                db.execute(
+                    select(endpoint_configs.c.name).order_by(endpoint_configs.c.created_at, endpoint_configs.c.name)
+                )
+                .scalars()
+                .all()
+            )
+            return [self._read_config(db, name) for name in names]
+
+    def delete_endpoint_config(self, name: str) -> None:
+        """Like SageMaker, an endpoint keeps running on a config deleted under it."""
+        with self._transaction() as db:
+            db.execute(delete(production_variants).where(production_variants.c.config_name == name))
+            if db.execute(delete(endpoint_configs).where(endpoint_configs.c.name == name)).rowcount == 0:
+                raise ResourceNotFound(f"endpoint config {name!r} does not exist")
+
+    @staticmethod
+    def _read_config(db: Connection, name: str) -> EndpointConfig:
+        row = db.execute(select(endpoint_configs).where(endpoint_configs.c.name == name)).mappings().first()
+        if row is None:
+            raise ResourceNotFound(f"endpoint config {name!r} does not exist")
+        variants = (
+            db.execute(
+                select(production_variants)
+                .where(production_variants.c.config_name == name)
+                .order_by(production_variants.c.position)
+            )
+            .mappings()
+            .all()
+        )
+        return EndpointConfig(
+            name=row["name"],
+            variants=tuple(
+                ProductionVariant(v["variant_name"], v["model_name"], v["instance_count"], v["weight"])
+                for v in variants
+            ),
+            data_capture=DataCaptureConfig(**row["data_capture"]),
+            created_at=_aware(row["created_at"]),
+        )
+
+    # -- endpoints ----------------------------------------------------------------------------------
+    def create_endpoint(self, name: str, config_name: str) -> Endpoint:
+        now = _now()
+        endpoint = Endpoint(name, config_name, EndpointStatus.CREATING, None, now, now)
+        try:
+            with self._transaction() as db:
+                self._read_config(db, config_name)
+                db.execute(
+                    insert(endpoints).values(
+                        name=name,
+                        config_name=config_name,
+                        status=endpoint.status.value,
+                        failure_reason=None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ResourceExists(f"endpoint {name!r} already exists") from exc
+        return endpoint
+
+    def get_endpoint(self, name: str) -> Endpoint:
+        with self._transaction() as db:
+            return self._read_endpoint(db, name)
+
+    def list_endpoints(self) -> list[Endpoint]:
+        with self._transaction() as db:
+            rows = db.execute(select(endpoints).order_by(endpoints.c.created_at, endpoints.c.name)).mappings().all()
+        return [_endpoint(row) for row in rows]
+
+    def set_endpoint_status(
+        self, name: str, status: EndpointStatus, *, failure_reason: str | None = None, config_name: str | None = None
+    ) -> Endpoint:
+        """Move an endpoint along its lifecycle (optionally onto another config), checked."""
+        with self._transaction() as db:
+            current = self._read_endpoint(db, name)
+            check_transition(name, current.status, status)
+            if config_name is not None:
+                self._read_config(db, config_name)
+            values: dict[str, Any] = {"status": status.value, "failure_reason": failure_reason, "updated_at": _now()}
+            if config_name is not None:
+                values["config_name"] = config_name
+            db.execute(update(endpoints).where(endpoints.c.name == name).values(**values))
+            return self._read_endpoint(db, name)
+
+    def delete_endpoint(self, name: str) -> None:
+        """Forget an endpoint the runtime has stopped (it must be Deleting)."""
+        with self._transaction() as db:
+            current = self._read_endpoint(db, name)
+            if current.status is not EndpointStatus.DELETING:
+                check_transition(name, current.status, EndpointStatus.DELETING)
+            db.execute(delete(endpoints).where(endpoints.c.name == name))
+
+    @staticmethod
+    def _read_endpoint(db: Connection, name: str) -> Endpoint:
+        row = db.execute(select(endpoints).where(endpoints.c.name == name)).mappings().first()
+        if row is None:
+            raise ResourceNotFound(f"endpoint {name!r} does not exist")
+        return _endpoint(row)
+
+
+def _model(row: Any) -> Model:
+    return Model(
+        row["name"],
+        row["artifact_uri"],
+        row["artifact_sha256"],
+        row["framework"],
+        dict(row["environment"]),
+        _aware(row["created_at"]),
+    )
+
+
+def _endpoint(row: Any) -> Endpoint:
+    return Endpoint(
+        row["name"],
+        row["config_name"],
+        EndpointStatus(row["status"]),
+        row["failure_reason"],
+        _aware(row["created_at"]),
+        _aware(row["updated_at"]),
+    )
+
+
+def _capture_json(capture: DataCaptureConfig) -> dict[str, Any]:
+    return {
+        "enabled": capture.enabled,
+        "sampling_percentage": capture.sampling_percentage,
+        "destination_uri": capture.destination_uri,
+    }
