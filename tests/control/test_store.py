@@ -1,4 +1,4 @@
-"""The control plane's state store against a real SQLite file."""
+"""The control plane's state store against a real SQLite file and a real PostgreSQL server."""
 
 from datetime import UTC
 
@@ -13,11 +13,25 @@ from modelhost.control.resources import (
 )
 from modelhost.control.store import StateStore
 from modelhost.errors import ResourceExists, ResourceInUse, ResourceNotFound, ValidationFailed
+from tests.pgserver import PostgresServer
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+def store(database_url):
+    store = StateStore(database_url)
     yield store
     store.close()
 
@@ -95,8 +109,8 @@ def test_endpoint_needs_an_existing_config_and_a_free_name(store):
         store.create_endpoint("sentiment", "single")
 
 
-def test_state_survives_a_restart(tmp_path):
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def test_state_survives_a_restart(database_url):
+    url = database_url
     first = StateStore(url)
     first.create_model(Model("sentiment", "/models/v1"))
     first.create_endpoint_config(EndpointConfig("single", (ProductionVariant("only", "sentiment"),)))
