@@ -38,22 +38,33 @@ def run_worker(
 ) -> NoReturn:
     """The whole life of a forked worker; never returns."""
     code = 0
+    stop_requested = _StopFlag()
     try:
         for handled in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(handled, lambda *_: None)  # uvicorn takes them over while serving
+            # Until uvicorn takes them over (and after), a stop request is remembered, not lost.
+            signal.signal(handled, stop_requested.handle)
         cpus = _worker_cpus(slot, settings.workers) if settings.pin_workers else sorted(os.sched_getaffinity(0))
         if settings.pin_workers:
             os.sched_setaffinity(0, cpus)
         _limit_native_threads(len(cpus))
         loaded.pipeline.worker_started(len(cpus))
         board.beat(slot)
-        _run_loop(_serve(slot, sock, loaded, settings, board))
+        _run_loop(_serve(slot, sock, loaded, settings, board, stop_requested=stop_requested))
     except BaseException:
         log.exception("worker %d failed", slot)
         code = 1
     finally:
         logging.shutdown()
         os._exit(code)  # a forked child must not run the parent's atexit handlers
+
+
+class _StopFlag:
+    """Set by a signal handler: no lock (a handler may interrupt another), just a flag."""
+
+    requested = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.requested = True
 
 
 def _worker_cpus(slot: int, workers: int) -> list[int]:
@@ -83,10 +94,16 @@ def _run_loop(coroutine: object) -> None:
 
 
 async def _serve(
-    slot: int, sock: socket.socket, loaded: LoadedModel, settings: ServerSettings, board: WorkerBoard
+    slot: int,
+    sock: socket.socket,
+    loaded: LoadedModel,
+    settings: ServerSettings,
+    board: WorkerBoard,
+    *,
+    stop_requested: _StopFlag,
 ) -> None:
     policy = loaded.batching
-    warden = _Warden(slot, board)
+    warden = _Warden(slot, board, stop_requested)
     batcher = AdaptiveBatcher(
         loaded.pipeline.run_batch,
         on_stuck=warden.recycle,
@@ -138,8 +155,8 @@ class _Warden:
     this worker stop accepting and answer what it holds.
     """
 
-    def __init__(self, slot: int, board: WorkerBoard) -> None:
-        self._slot, self._board = slot, board
+    def __init__(self, slot: int, board: WorkerBoard, stop_requested: _StopFlag) -> None:
+        self._slot, self._board, self._stop_requested = slot, board, stop_requested
         self._server: uvicorn.Server | None = None
 
     def attach(self, server: uvicorn.Server) -> None:
@@ -160,6 +177,8 @@ class _Warden:
         master = os.getppid()
         while not self._server.should_exit:
             self._board.beat(self._slot)
+            if self._stop_requested.requested:  # SIGTERM came before uvicorn listened for it
+                self._server.should_exit = True
             if os.getppid() != master:
                 log.error("worker %d: the master process is gone; stopping", self._slot)
                 self._server.should_exit = True
