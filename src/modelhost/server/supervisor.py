@@ -84,6 +84,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         self._board.reset(slot)
+        master = os.getpid()  # read before fork: the child may only run after a SIGKILL took us
         pid = os.fork()
         if pid == 0:
             signal.set_wakeup_fd(-1)
@@ -91,7 +92,7 @@ class Supervisor:
                 signal.signal(handled, signal.SIG_DFL)
             os.close(self._wake_read)
             os.close(self._wake_write)
-            run_worker(slot, self._sockets[slot], self._loaded, self._settings, self._board)
+            run_worker(slot, self._sockets[slot], self._loaded, self._settings, self._board, master_pid=master)
         self._workers[pid] = _Worker(slot, pid, time.monotonic())
         log.info("worker %d started (pid %d)", slot, pid)
 

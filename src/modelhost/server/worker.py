@@ -34,7 +34,13 @@ HEARTBEAT_INTERVAL_S = 0.5
 
 
 def run_worker(
-    slot: int, sock: socket.socket, loaded: LoadedModel, settings: ServerSettings, board: WorkerBoard
+    slot: int,
+    sock: socket.socket,
+    loaded: LoadedModel,
+    settings: ServerSettings,
+    board: WorkerBoard,
+    *,
+    master_pid: int,
 ) -> NoReturn:
     """The whole life of a forked worker; never returns."""
     code = 0
@@ -49,7 +55,7 @@ def run_worker(
         _limit_native_threads(len(cpus))
         loaded.pipeline.worker_started(len(cpus))
         board.beat(slot)
-        _run_loop(_serve(slot, sock, loaded, settings, board, stop_requested=stop_requested))
+        _run_loop(_serve(slot, sock, loaded, settings, board, stop_requested=stop_requested, master_pid=master_pid))
     except BaseException:
         log.exception("worker %d failed", slot)
         code = 1
@@ -101,9 +107,10 @@ async def _serve(
     board: WorkerBoard,
     *,
     stop_requested: _StopFlag,
+    master_pid: int,
 ) -> None:
     policy = loaded.batching
-    warden = _Warden(slot, board, stop_requested)
+    warden = _Warden(slot, board, stop_requested, master_pid)
     batcher = AdaptiveBatcher(
         loaded.pipeline.run_batch,
         on_stuck=warden.recycle,
@@ -155,8 +162,9 @@ class _Warden:
     this worker stop accepting and answer what it holds.
     """
 
-    def __init__(self, slot: int, board: WorkerBoard, stop_requested: _StopFlag) -> None:
+    def __init__(self, slot: int, board: WorkerBoard, stop_requested: _StopFlag, master_pid: int) -> None:
         self._slot, self._board, self._stop_requested = slot, board, stop_requested
+        self._master_pid = master_pid
         self._server: uvicorn.Server | None = None
 
     def attach(self, server: uvicorn.Server) -> None:
@@ -168,18 +176,18 @@ class _Warden:
         log.error("worker %d: %s; replacing this worker", self._slot, reason)
         self._board.mark_draining(self._slot)
         self._server.should_exit = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(os.getppid(), signal.SIGUSR1)
+        if os.getppid() == self._master_pid:  # never signal whoever adopted an orphan
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._master_pid, signal.SIGUSR1)
 
     async def watch(self, batcher: AdaptiveBatcher, timeout_s: float) -> None:
         assert self._server is not None
         loop = asyncio.get_running_loop()
-        master = os.getppid()
         while not self._server.should_exit:
             self._board.beat(self._slot)
             if self._stop_requested.requested:  # SIGTERM came before uvicorn listened for it
                 self._server.should_exit = True
-            if os.getppid() != master:
+            if os.getppid() != self._master_pid:
                 log.error("worker %d: the master process is gone; stopping", self._slot)
                 self._server.should_exit = True
             stuck = batcher.stuck_for(loop.time())
