@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
 from modelhost import __version__
-from modelhost.settings import BatchingSettings, ServerSettings
+from modelhost.cli.platform import COMMANDS as PLATFORM_COMMANDS
+
+if TYPE_CHECKING:
+    from modelhost.settings import ServerSettings
 
 
 def _settings(overrides: dict[str, Any], batching: dict[str, Any]) -> ServerSettings:
+    from modelhost.settings import BatchingSettings, ServerSettings
+
     given = {k: v for k, v in overrides.items() if v is not None}
     batch_given = {k: v for k, v in batching.items() if v is not None}
     try:
@@ -59,6 +64,10 @@ def serve(
         {"enabled": batching_enabled, "max_batch_size": max_batch_size, "max_delay_ms": max_batch_delay_ms},
     )
     sys.exit(run_server(settings))
+
+
+for _command in PLATFORM_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -30,6 +30,16 @@ def check_name(value: str, field_name: str) -> str:
     return value
 
 
+def check_tags(tags: Mapping[str, str]) -> None:
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not 1 <= len(key) <= 128 or len(value) > 256:
+            raise ValidationFailed(f"Tags: {key!r} must map a 1-128 character key to a value of at most 256")
+
+
+# The tag `deploy` puts on the model and config it creates, naming the endpoint they were made for.
+DEPLOYED_FOR_TAG = "modelhost:endpoint"
+
+
 class EndpointStatus(enum.StrEnum):
     CREATING = "Creating"
     IN_SERVICE = "InService"
@@ -62,9 +72,11 @@ class Model:
     framework: str | None = None  # None: detected from the artifact when it loads
     environment: Mapping[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name, "ModelName")
+        check_tags(self.tags)
         if not isinstance(self.artifact_uri, str) or not self.artifact_uri.strip():
             raise ValidationFailed("ModelDataUrl: an artifact URI or path is required")
         for key, value in self.environment.items():
@@ -113,9 +125,11 @@ class EndpointConfig:
     variants: Sequence[ProductionVariant]
     data_capture: DataCaptureConfig = field(default_factory=DataCaptureConfig)
     created_at: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name, "EndpointConfigName")
+        check_tags(self.tags)
         if not self.variants:
             raise ValidationFailed("ProductionVariants: at least one variant is required")
         names = [v.variant_name for v in self.variants]

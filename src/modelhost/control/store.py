@@ -52,6 +52,7 @@ models = Table(
     Column("artifact_sha256", String(64)),
     Column("framework", String(32)),
     Column("environment", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -60,6 +61,7 @@ endpoint_configs = Table(
     metadata,
     Column("name", String(63), primary_key=True),
     Column("data_capture", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -111,7 +113,13 @@ class StateStore:
     # -- models ---------------------------------------------------------------------------------
     def create_model(self, model: Model) -> Model:
         created = Model(
-            model.name, model.artifact_uri, model.artifact_sha256, model.framework, dict(model.environment), _now()
+            model.name,
+            model.artifact_uri,
+            model.artifact_sha256,
+            model.framework,
+            dict(model.environment),
+            _now(),
+            dict(model.tags),
         )
         try:
             with self._transaction() as db:
@@ -122,6 +130,7 @@ class StateStore:
                         artifact_sha256=created.artifact_sha256,
                         framework=created.framework,
                         environment=dict(created.environment),
+                        tags=dict(created.tags),
                         created_at=created.created_at,
                     )
                 )
@@ -149,7 +158,7 @@ class StateStore:
 
     # -- endpoint configs ---------------------------------------------------------------------------
     def create_endpoint_config(self, config: EndpointConfig) -> EndpointConfig:
-        created = EndpointConfig(config.name, tuple(config.variants), config.data_capture, _now())
+        created = EndpointConfig(config.name, tuple(config.variants), config.data_capture, _now(), dict(config.tags))
         try:
             with self._transaction() as db:
                 for variant in created.variants:
@@ -163,6 +172,7 @@ class StateStore:
                     insert(endpoint_configs).values(
                         name=created.name,
                         data_capture=_capture_json(created.data_capture),
+                        tags=dict(created.tags),
                         created_at=created.created_at,
                     )
                 )
@@ -228,6 +238,7 @@ class StateStore:
             ),
             data_capture=DataCaptureConfig(**row["data_capture"]),
             created_at=_aware(row["created_at"]),
+            tags=dict(row["tags"]),
         )
 
     # -- endpoints ----------------------------------------------------------------------------------
@@ -299,6 +310,7 @@ def _model(row: Any) -> Model:
         row["framework"],
         dict(row["environment"]),
         _aware(row["created_at"]),
+        dict(row["tags"]),
     )
 
 

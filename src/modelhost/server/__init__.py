@@ -6,9 +6,10 @@ import gc
 import logging
 import socket
 import time
+from pathlib import Path
 
 from modelhost.artifacts import resolve_artifact
-from modelhost.errors import ModelhostError
+from modelhost.errors import ArtifactError, ModelhostError
 from modelhost.inference.loader import load_model
 from modelhost.server.loading import LoadingResponder
 from modelhost.server.supervisor import Supervisor
@@ -51,6 +52,13 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
+def _write_port(path: Path, port: int) -> None:
+    """Atomically, so a reader never sees half a number."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(str(port))
+    partial.replace(path)
+
+
 def serve(settings: ServerSettings) -> int:
     """Bind, load the model once, fork the workers and supervise them; the exit code."""
     configure_logging(settings.log_level)
@@ -61,11 +69,18 @@ def serve(settings: ServerSettings) -> int:
         log.error("%s", exc.message)
         return 1
     host, port = sockets[0].getsockname()[:2]
+    if settings.port_file is not None:
+        _write_port(settings.port_file, port)
     log.info("listening on http://%s:%d; loading %s", host, port, settings.model_uri)
     try:
         with LoadingResponder(sockets):
             artifact = resolve_artifact(settings.model_uri, settings.cache_dir, settings.s3_endpoint_url)
             log.info("artifact %s sha256=%s (%s)", artifact.uri, artifact.sha256, artifact.path)
+            if settings.expected_sha256 and settings.expected_sha256 != artifact.sha256:
+                raise ArtifactError(
+                    f"{artifact.uri}: its SHA-256 is {artifact.sha256}, not the recorded {settings.expected_sha256}; "
+                    "the artifact changed since the model was created"
+                )
             loaded = load_model(artifact.path, settings)
     except ModelhostError as exc:
         log.error("the model failed to load: %s", exc.message)

@@ -79,6 +79,7 @@ class Supervisor:
             self._reap()
             self._replace_draining()
             self._kill_silent()
+            self._check_parent()
         self._shutdown()
         return 1 if self._failed else 0
 
@@ -147,6 +148,13 @@ class Supervisor:
                 log.error("worker %d (pid %d) silent for %.0f s; killing it", worker.slot, worker.pid, silent)
                 _kill(worker.pid, signal.SIGKILL)
                 self._board.reset(worker.slot)  # don't kill it twice while it dies
+
+    def _check_parent(self) -> None:
+        """Run by the platform, the server must not outlive it (a kill -9 leaves no orphan serving)."""
+        parent = self._settings.parent_pid
+        if parent is not None and os.getppid() != parent:
+            log.error("the platform process (pid %d) is gone; stopping", parent)
+            self._stopping = True
 
     def _shutdown(self) -> None:
         log.info("shutting down: waiting for in-flight requests")

@@ -1,0 +1,338 @@
+"""The control plane's orchestration: stored resources turned into running endpoints and back.
+
+Requests change the store at once and return (as SageMaker's API does: CreateEndpoint answers
+while the endpoint is Creating); the slow part, starting or stopping processes, runs as a
+background task per endpoint, which reports the outcome as the endpoint's status. The store is
+the truth: ``recover`` brings every endpoint back after a restart of the platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from modelhost.control.artifact_store import ArtifactStore
+from modelhost.control.resources import (
+    DEPLOYED_FOR_TAG,
+    DataCaptureConfig,
+    Endpoint,
+    EndpointConfig,
+    EndpointStatus,
+    Model,
+    ProductionVariant,
+    check_name,
+)
+from modelhost.control.store import StateStore
+from modelhost.errors import ModelhostError, ResourceExists, ResourceInUse, ResourceNotFound, ValidationFailed
+from modelhost.runtime.local import LocalRuntime
+
+log = logging.getLogger("modelhost.control")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """``modelhost deploy``: a model, a one-variant config and an endpoint (created or updated) in one step."""
+
+    endpoint_name: str
+    artifact_uri: str
+    artifact_sha256: str | None = None
+    framework: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    instance_count: int = 1
+    data_capture: DataCaptureConfig = field(default_factory=DataCaptureConfig)
+
+
+class Controller:
+    def __init__(self, store: StateStore, runtime: LocalRuntime, artifacts: ArtifactStore) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.artifacts = artifacts
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # the running lifecycle task per endpoint
+        self._statuses: dict[str, str] = {}  # last known status per endpoint, for the front door
+
+    def known_status(self, name: str) -> str | None:
+        """The endpoint's last known status, without a database call (None: no such endpoint)."""
+        return self._statuses.get(name)
+
+    def _note(self, endpoint: Endpoint) -> Endpoint:
+        self._statuses[endpoint.name] = endpoint.status.value
+        return endpoint
+
+    async def _db(self, call: Callable[..., T], *args: object) -> T:
+        """A store call off the event loop (the front door shares the loop)."""
+        return await asyncio.to_thread(call, *args)
+
+    # -- models and configs: store operations ------------------------------------------------------
+    async def create_model(self, model: Model) -> Model:
+        return await self._db(self.store.create_model, model)
+
+    async def describe_model(self, name: str) -> Model:
+        return await self._db(self.store.get_model, name)
+
+    async def list_models(self) -> list[Model]:
+        return await self._db(self.store.list_models)
+
+    async def delete_model(self, name: str) -> None:
+        model = await self._db(self.store.get_model, name)
+        await self._db(self.store.delete_model, name)
+        await self._forget_artifact(model.artifact_uri)
+
+    async def create_endpoint_config(self, config: EndpointConfig) -> EndpointConfig:
+        return await self._db(self.store.create_endpoint_config, config)
+
+    async def describe_endpoint_config(self, name: str) -> EndpointConfig:
+        return await self._db(self.store.get_endpoint_config, name)
+
+    async def list_endpoint_configs(self) -> list[EndpointConfig]:
+        return await self._db(self.store.list_endpoint_configs)
+
+    async def delete_endpoint_config(self, name: str) -> None:
+        await self._db(self.store.delete_endpoint_config, name)
+
+    # -- endpoints ----------------------------------------------------------------------------------
+    async def describe_endpoint(self, name: str) -> Endpoint:
+        return await self._db(self.store.get_endpoint, name)
+
+    async def list_endpoints(self) -> list[Endpoint]:
+        return await self._db(self.store.list_endpoints)
+
+    async def create_endpoint(self, name: str, config_name: str) -> Endpoint:
+        check_name(name, "EndpointName")
+        endpoint = self._note(await self._db(self.store.create_endpoint, name, config_name))
+        self._start(name, self._bring_up(name, config_name))
+        return endpoint
+
+    async def update_endpoint(self, name: str, config_name: str) -> Endpoint:
+        await self._db(self.store.get_endpoint_config, config_name)  # a missing config is refused now
+        current = await self._db(self.store.get_endpoint, name)
+        was_serving = current.status is EndpointStatus.IN_SERVICE
+        endpoint = self._note(await self._db(self.store.set_endpoint_status, name, EndpointStatus.UPDATING))
+        self._start(name, self._roll_over(name, config_name, was_serving))
+        return endpoint
+
+    async def delete_endpoint(self, name: str, *, with_deployed_resources: bool = False) -> Endpoint:
+        """Stop and forget the endpoint; optionally (``modelhost rm``) also what ``deploy`` made for it."""
+        endpoint = self._note(await self._db(self.store.set_endpoint_status, name, EndpointStatus.DELETING))
+        running = self._tasks.get(name)
+        if running is not None:
+            running.cancel()  # a start in progress stops; its instances are stopped by tear-down
+        self._start(name, self._tear_down(name, running, with_deployed_resources))
+        return endpoint
+
+    async def deploy(self, request: DeployRequest) -> tuple[Endpoint, str]:
+        """Create a model and config named ``<endpoint>-v<n>``, then create or update the endpoint.
+
+        Returns the endpoint and the name of the model and config made.
+        """
+        name = check_name(request.endpoint_name, "EndpointName")
+        exists = await self._exists(name)
+        tags = {DEPLOYED_FOR_TAG: name}
+        for _ in range(5):  # a concurrent deploy may take the same number
+            version = await self._next_version(name)
+            resource_name = f"{name[: 63 - len(version) - 1]}-{version}"
+            try:
+                await self.create_model(
+                    Model(
+                        resource_name,
+                        request.artifact_uri,
+                        request.artifact_sha256,
+                        request.framework,
+                        dict(request.environment),
+                        tags=tags,
+                    )
+                )
+            except ResourceExists:
+                continue
+            break
+        else:
+            raise ResourceInUse(f"endpoint {name!r}: too many concurrent deploys")
+        try:
+            variant = ProductionVariant("AllTraffic", resource_name, request.instance_count, 1.0)
+            await self.create_endpoint_config(
+                EndpointConfig(resource_name, (variant,), request.data_capture, tags=tags)
+            )
+            if exists:
+                return await self.update_endpoint(name, resource_name), resource_name
+            return await self.create_endpoint(name, resource_name), resource_name
+        except ModelhostError:
+            await self._discard(resource_name)
+            raise
+
+    async def wait_idle(self, name: str) -> None:
+        """Until the endpoint's lifecycle task (if any) has finished."""
+        task = self._tasks.get(name)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def logs(self, name: str, max_bytes: int) -> str:
+        return self.runtime.logs(name, max_bytes)
+
+    # -- the background lifecycle ---------------------------------------------------------------------
+    def _start(self, name: str, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("endpoint %s: lifecycle task failed", name)
+            finally:
+                if self._tasks.get(name) is task:
+                    del self._tasks[name]
+
+        task = asyncio.create_task(run(), name=f"endpoint {name}")
+        self._tasks[name] = task
+
+    async def _resolve(self, config_name: str) -> tuple[EndpointConfig, dict[str, Model]]:
+        config = await self._db(self.store.get_endpoint_config, config_name)
+        models = {}
+        for variant in config.variants:
+            try:
+                models[variant.model_name] = await self._db(self.store.get_model, variant.model_name)
+            except ResourceNotFound as exc:
+                raise ValidationFailed(
+                    f"variant {variant.variant_name}: model {variant.model_name!r} does not exist"
+                ) from exc
+        return config, models
+
+    def _failure_reporter(self, name: str) -> Callable[[str], None]:
+        def report(reason: str) -> None:
+            log.error("endpoint %s: %s", name, reason)
+            self._start(f"{name} failure", self._set_status(name, EndpointStatus.FAILED, reason))
+
+        return report
+
+    async def _set_status(
+        self, name: str, status: EndpointStatus, reason: str | None = None, config_name: str | None = None
+    ) -> None:
+        try:
+            self._note(
+                await self._db(
+                    lambda: self.store.set_endpoint_status(name, status, failure_reason=reason, config_name=config_name)
+                )
+            )
+        except (ResourceNotFound, ResourceInUse) as exc:  # deleted or moved on meanwhile
+            log.info("endpoint %s: not marked %s: %s", name, status.value, exc.message)
+
+    async def _bring_up(self, name: str, config_name: str) -> None:
+        try:
+            config, models = await self._resolve(config_name)
+            await self.runtime.deploy(name, config, models, self._failure_reporter(name))
+        except ModelhostError as exc:
+            log.error("endpoint %s: failed to start: %s", name, exc.message)
+            await self._set_status(name, EndpointStatus.FAILED, exc.message)
+            return
+        await self._set_status(name, EndpointStatus.IN_SERVICE)
+        log.info("endpoint %s: InService on %s", name, config_name)
+
+    async def _roll_over(self, name: str, config_name: str, was_serving: bool) -> None:
+        try:
+            config, models = await self._resolve(config_name)
+            await self.runtime.deploy(name, config, models, self._failure_reporter(name))
+        except ModelhostError as exc:
+            if was_serving and self.runtime.route(name) is not None:
+                reason = f"the update to {config_name} failed and was rolled back: {exc.message}"
+                log.error("endpoint %s: %s", name, reason)
+                await self._set_status(name, EndpointStatus.IN_SERVICE, reason)
+            else:
+                await self._set_status(name, EndpointStatus.FAILED, exc.message)
+            return
+        await self._set_status(name, EndpointStatus.IN_SERVICE, config_name=config_name)
+        log.info("endpoint %s: updated to %s", name, config_name)
+
+    async def _tear_down(
+        self, name: str, interrupted: asyncio.Task[None] | None, with_deployed_resources: bool = False
+    ) -> None:
+        if interrupted is not None:
+            await asyncio.gather(interrupted, return_exceptions=True)
+        await self.runtime.remove(name)
+        if with_deployed_resources:
+            await self._remove_deployed(name)
+        with contextlib.suppress(ResourceNotFound):
+            await self._db(self.store.delete_endpoint, name)
+        self._statuses.pop(name, None)
+        log.info("endpoint %s: deleted", name)
+
+    # -- recovery and shutdown ------------------------------------------------------------------------
+    async def recover(self) -> None:
+        """Bring the stored endpoints back after a (re)start of the platform."""
+        for endpoint in await self.list_endpoints():
+            self._note(endpoint)
+            if endpoint.status is EndpointStatus.DELETING:
+                self._start(endpoint.name, self._tear_down(endpoint.name, None))
+            elif endpoint.status in (EndpointStatus.IN_SERVICE, EndpointStatus.CREATING):
+                self._start(endpoint.name, self._restore(endpoint))
+            elif endpoint.status is EndpointStatus.UPDATING:  # the platform stopped mid-update
+                self._start(endpoint.name, self._restore(endpoint, interrupted_update=True))
+
+    async def _restore(self, endpoint: Endpoint, *, interrupted_update: bool = False) -> None:
+        log.info("endpoint %s: restoring %s (%s)", endpoint.name, endpoint.config_name, endpoint.status.value)
+        try:
+            config, models = await self._resolve(endpoint.config_name)
+            await self.runtime.deploy(endpoint.name, config, models, self._failure_reporter(endpoint.name))
+        except ModelhostError as exc:
+            await self._set_status(endpoint.name, EndpointStatus.FAILED, f"could not be restored: {exc.message}")
+            return
+        if endpoint.status is not EndpointStatus.IN_SERVICE:
+            reason = "an update was interrupted by a restart; kept the previous config" if interrupted_update else None
+            await self._set_status(endpoint.name, EndpointStatus.IN_SERVICE, reason)
+
+    async def shutdown(self) -> None:
+        """Stop every process; the store keeps what should run, for the next start."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.runtime.shutdown()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self._db(self.store.get_endpoint, name)
+        except ResourceNotFound:
+            return False
+        return True
+
+    async def _next_version(self, name: str) -> str:
+        pattern = re.compile(rf"^{re.escape(name[:50])}.*-v(\d+)$")
+        models = await self.list_models()
+        numbers = [
+            int(match.group(1))
+            for m in models
+            if m.tags.get(DEPLOYED_FOR_TAG) == name and (match := pattern.match(m.name))
+        ]
+        return f"v{max(numbers, default=0) + 1}"
+
+    async def _discard(self, resource_name: str) -> None:
+        for delete in (self.delete_endpoint_config, self.delete_model):
+            with contextlib.suppress(ResourceNotFound):
+                await delete(resource_name)
+
+    async def _remove_deployed(self, name: str) -> None:
+        """Delete the configs and models ``deploy`` made for endpoint ``name`` (and their stored artifacts)."""
+        for config in await self.list_endpoint_configs():
+            if config.tags.get(DEPLOYED_FOR_TAG) == name:
+                await self._discard_quietly(self.delete_endpoint_config, config.name)
+        for model in await self.list_models():
+            if model.tags.get(DEPLOYED_FOR_TAG) == name:
+                await self._discard_quietly(self.delete_model, model.name)
+
+    @staticmethod
+    async def _discard_quietly(delete: Callable[[str], Awaitable[None]], name: str) -> None:
+        with contextlib.suppress(ResourceNotFound):
+            await delete(name)
+
+    async def _forget_artifact(self, uri: str) -> None:
+        """Delete a stored artifact once no model refers to it."""
+        if not self.artifacts.owns(uri):
+            return
+        if any(m.artifact_uri == uri for m in await self.list_models()):
+            return
+        await asyncio.to_thread(self.artifacts.delete, uri)

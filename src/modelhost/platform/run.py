@@ -1,0 +1,175 @@
+"""``modelhost up``: the control plane, the front door and the local runtime in one process.
+
+Composition root, with the start-up order in view:
+
+    1. lock the state directory (one platform per state)
+    2. open the state store and the artifact store
+    3. build the runtime, the controller, the front door and the API
+    4. listen; bring the stored endpoints back (recover)
+    5. on SIGTERM/SIGINT: stop accepting, finish in-flight requests, stop every instance
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from modelhost.control.api import build_api
+from modelhost.control.artifact_store import open_artifact_store
+from modelhost.control.controller import Controller
+from modelhost.control.store import StateStore
+from modelhost.errors import ModelhostError
+from modelhost.frontdoor.proxy import FrontDoor
+from modelhost.platform.app import PlatformApp
+from modelhost.platform.settings import PlatformSettings
+from modelhost.runtime.local import LocalRuntime
+from modelhost.server import configure_logging
+from modelhost.server.protocol import protocol_with_read_timeout
+
+log = logging.getLogger("modelhost.platform")
+
+
+def run_platform(settings: PlatformSettings) -> int:
+    """Run until SIGTERM/SIGINT; the exit code."""
+    configure_logging(settings.log_level)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _state_lock(settings.state_dir):
+            token = _token(settings)
+            return _run_loop(settings, token)
+    except ModelhostError as exc:
+        log.error("%s", exc.message)
+        return 1
+
+
+@contextlib.contextmanager
+def _state_lock(state_dir: Path) -> Iterator[None]:
+    path = state_dir / "up.lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise ModelhostError(
+                f"another modelhost up (pid {handle.read().strip() or '?'}) uses {state_dir}; "
+                "stop it or give this one --state-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def _token(settings: PlatformSettings) -> str | None:
+    """The management API's token: given, or (off loopback) made once and kept in the state dir."""
+    if settings.token is not None or settings.loopback_only:
+        return settings.token
+    path = settings.state_dir / "token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+        log.warning("bound to %s: the management API needs a token; made one in %s", settings.host, path)
+    else:
+        log.info("bound to %s: the management API needs the token in %s", settings.host, path)
+    return path.read_text().strip()
+
+
+def _run_loop(settings: PlatformSettings, token: str | None) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_serve(settings, token))
+    return int(uvloop.run(_serve(settings, token)))
+
+
+class _Server(uvicorn.Server):  # type: ignore[misc]
+    """uvicorn without its own signal handling: the platform stops its instances after the server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop, signum)
+        try:
+            yield
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    def _stop(self, signum: int) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        self.force_exit = bool(
+            getattr(self, "should_exit", False)
+        )  # a second signal: don't wait for in-flight requests
+        self.should_exit = True
+
+
+async def _serve(settings: PlatformSettings, token: str | None) -> int:
+    store = StateStore(settings.database_url)
+    artifacts = open_artifact_store(settings.artifacts_location, settings.s3_endpoint_url)
+    environment = {"MODELHOST_TIMEOUT": str(settings.request_timeout_s)}
+    if settings.s3_endpoint_url:
+        environment["MODELHOST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    runtime = LocalRuntime(
+        settings.state_dir,
+        environment=environment,
+        load_timeout_s=settings.load_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+    )
+    controller = Controller(store, runtime, artifacts)
+    front_door = FrontDoor(
+        runtime,
+        controller.known_status,
+        max_payload_bytes=int(settings.max_payload_mb * 1024 * 1024),
+        timeout_s=settings.request_timeout_s + 10,
+    )
+    api = build_api(controller, token=token, scratch_dir=settings.state_dir / "tmp")
+    config = uvicorn.Config(
+        PlatformApp(front_door, api),
+        host=settings.host,
+        port=settings.port,
+        interface="asgi3",
+        http=protocol_with_read_timeout(30.0),
+        lifespan="off",
+        ws="none",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        log_config=None,
+        timeout_keep_alive=60,
+        timeout_graceful_shutdown=int(settings.request_timeout_s + 15),
+    )
+    try:
+        sock = socket.create_server((settings.host, settings.port))
+    except OSError as exc:
+        raise ModelhostError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
+    server = _Server(config)
+    sweeper = asyncio.create_task(front_door.expire_overdue_forever())
+    try:
+        await controller.recover()
+        log.info(
+            "modelhost up on http://%s:%d (state %s, artifacts %s)",
+            settings.host,
+            settings.port,
+            settings.state_dir,
+            artifacts.root_uri,
+        )
+        await server.serve(sockets=[sock])
+    finally:
+        sweeper.cancel()
+        log.info("stopping every instance")
+        await controller.shutdown()
+        store.close()
+        log.info("stopped")
+    return 0 if server.started else 1

@@ -1,0 +1,170 @@
+"""The running form of an endpoint config: each variant's instances, started together and kept alive.
+
+start()      every instance of every variant up and healthy, or none left running
+supervise    an instance that dies is taken out of rotation and restarted with backoff;
+             after RESTART_LIMIT failed restarts in a row its variant is reported failed
+retire()     out of rotation, in-flight requests answered, processes stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from bisect import bisect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+
+from modelhost.control.resources import EndpointConfig, Model
+from modelhost.runtime.instance import Instance, InstanceFailed, InstanceSpec, InstanceState
+
+log = logging.getLogger("modelhost.runtime")
+
+RESTART_LIMIT = 5  # failed restarts in a row before the failure is reported
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+STABLE_S = 30.0  # an instance healthy this long has its restart count reset
+
+
+@dataclass
+class Variant:
+    name: str
+    weight: float
+    instances: list[Instance]
+
+    def pick_instance(self, exclude: Sequence[Instance] = ()) -> Instance | None:
+        """The healthy instance with the fewest requests in flight (first wins a tie)."""
+        best: Instance | None = None
+        best_load = 0
+        for instance in self.instances:
+            pool = instance.pool
+            if pool is None or instance in exclude:
+                continue
+            if best is None or pool.in_flight < best_load:
+                best, best_load = instance, pool.in_flight
+        return best
+
+
+@dataclass
+class Deployment:
+    endpoint: str
+    config: EndpointConfig
+    variants: list[Variant]
+    on_failure: Callable[[str], None] = lambda reason: None
+    _cumulative: list[float] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _retired: bool = False
+
+    def __post_init__(self) -> None:
+        self._cumulative = list(accumulate(v.weight for v in self.variants))
+
+    def is_retired(self) -> bool:
+        return self._retired
+
+    @property
+    def instances(self) -> list[Instance]:
+        return [instance for variant in self.variants for instance in variant.instances]
+
+    # -- routing -------------------------------------------------------------------------------------
+    def choose_variant(self, rand: Callable[[], float] = random.random) -> Variant:
+        """A variant drawn in proportion to the weights."""
+        total = self._cumulative[-1]
+        index = bisect(self._cumulative, rand() * total)
+        return self.variants[min(index, len(self.variants) - 1)]
+
+    def variant(self, name: str) -> Variant | None:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        return None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Every instance healthy, or InstanceFailed (the first failure's message) with none left running."""
+        results = await asyncio.gather(*(i.start() for i in self.instances), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(*(i.stop(grace_s=5.0) for i in self.instances))
+            first = failures[0]
+            if isinstance(first, InstanceFailed):
+                raise first
+            raise InstanceFailed(f"an instance failed to start: {first!r}") from first
+        for instance in self.instances:
+            self._watch(instance)
+
+    def _watch(self, instance: Instance) -> None:
+        task = asyncio.create_task(self._supervise(instance), name=f"supervise {instance.spec.label}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _supervise(self, instance: Instance) -> None:
+        healthy_since = time.monotonic()
+        while not self.is_retired():
+            code = await instance.wait_exit()
+            if self.is_retired() or instance.state is InstanceState.STOPPED:
+                return
+            instance.mark_down()
+            if time.monotonic() - healthy_since > STABLE_S:
+                instance.restarts = 0
+            log.warning("instance %s: exited with code %d; restarting it", instance.spec.label, code)
+            while not self.is_retired():
+                instance.state = InstanceState.RESTARTING
+                await asyncio.sleep(BACKOFF_S[min(instance.restarts, len(BACKOFF_S) - 1)])
+                instance.restarts += 1
+                if self.is_retired():
+                    return
+                try:
+                    await instance.start()
+                except InstanceFailed as exc:
+                    log.warning("instance %s: restart %d failed", instance.spec.label, instance.restarts)
+                    if instance.restarts >= RESTART_LIMIT:
+                        instance.state = InstanceState.FAILED
+                        self.on_failure(f"instance {instance.spec.label} failed {instance.restarts} restarts: {exc}")
+                        return
+                    continue
+                healthy_since = time.monotonic()
+                break
+
+    async def retire(self, drain_timeout_s: float = 60.0, grace_s: float = 30.0) -> None:
+        """Out of rotation first (the caller has already routed traffic away), then stopped."""
+        self._retired = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(i.drain(drain_timeout_s) for i in self.instances))
+        await asyncio.gather(*(i.stop(grace_s) for i in self.instances))
+
+
+def build_deployment(
+    endpoint: str,
+    config: EndpointConfig,
+    models: Mapping[str, Model],
+    *,
+    run_root: Path,
+    log_root: Path,
+    environment: Mapping[str, str],
+    load_timeout_s: float,
+    request_timeout_s: float,
+) -> Deployment:
+    """Instances for every variant of ``config`` (not started), laid out under the endpoint's folders."""
+    generation = time.strftime("%Y%m%dT%H%M%S") + f"-{random.randrange(16**4):04x}"
+    variants = []
+    for variant in config.variants:
+        instances = [
+            Instance(
+                InstanceSpec(endpoint, variant.variant_name, index, models[variant.model_name]),
+                run_dir=run_root / endpoint / generation / f"{variant.variant_name}-{index}",
+                log_path=log_root / endpoint / f"{variant.variant_name}-{index}.log",
+                environment=environment,
+                load_timeout_s=load_timeout_s,
+                request_timeout_s=request_timeout_s,
+            )
+            for index in range(variant.initial_instance_count)
+        ]
+        variants.append(Variant(variant.variant_name, variant.initial_weight, instances))
+    return Deployment(endpoint, config, variants)
