@@ -53,7 +53,8 @@ class ServerSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(None, validation_alias=_env("MODELHOST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))
     log_level: str = Field("info", validation_alias=_env("MODELHOST_LOG_LEVEL"))
     # Set by the platform's runtime, which runs this server as one instance of an endpoint:
-    port_file: Path | None = Field(None, validation_alias=_env("MODELHOST_PORT_FILE"))  # gets the bound port
+    port_file: Path | None = Field(None, validation_alias=_env("MODELHOST_PORT_FILE"))  # gets the addresses
+    unix_sockets: bool = Field(False, validation_alias=_env("MODELHOST_UNIX_SOCKETS"))  # one per slot, too
     parent_pid: int | None = Field(None, validation_alias=_env("MODELHOST_PARENT_PID"))  # stop when it goes
     expected_sha256: str | None = Field(None, validation_alias=_env("MODELHOST_EXPECTED_SHA256"))  # as recorded
     batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings())  # noqa: PLW0108 (for mypy)

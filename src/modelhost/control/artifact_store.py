@@ -40,8 +40,8 @@ class LocalArtifactStore:
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):
-            raise ArtifactError(f"artifact key {key!r} escapes the store")
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ArtifactError(f"artifact key {key!r} does not name a file inside the store")
         return path
 
     def put_file(self, key: str, source: Path) -> str:
@@ -59,14 +59,19 @@ class LocalArtifactStore:
         return target.as_uri()
 
     def owns(self, uri: str) -> bool:
+        """A file inside the store (not the store's root itself)."""
         if not uri.startswith("file://"):
             return False
-        return Path(unquote(urlparse(uri).path)).resolve().is_relative_to(self.root)
+        path = Path(unquote(urlparse(uri).path)).resolve()
+        return path.is_relative_to(self.root) and path != self.root
 
     def delete(self, uri: str) -> None:
+        """Delete a stored file (a folder is left alone: the store only ever hands out files)."""
         if not self.owns(uri):
             return
         path = Path(unquote(urlparse(uri).path))
+        if path.is_dir():
+            return
         path.unlink(missing_ok=True)
         # Remove folders the deletion left empty, up to the store's root.
         for folder in path.parents:

@@ -1,12 +1,15 @@
 """``POST /endpoints/{name}/invocations``: SageMaker's runtime path, in front of every endpoint's instances.
 
-    read the body (size limit) ─► the endpoint's deployment ─► a variant (weights, or
-    X-Amzn-SageMaker-Target-Variant) ─► its least-busy healthy instance ─► the model server's
-    /invocations ─► the answer, with X-Amzn-Invoked-Production-Variant
+    the endpoint's deployment ─► a variant (weights, or X-Amzn-SageMaker-Target-Variant) ─►
+    its least-busy healthy instance ─► the model server's /invocations ─► the answer, with
+    X-Amzn-Invoked-Production-Variant
 
 Errors are shaped as SageMaker's runtime shapes them, so boto3 reads them: the type in
 ``x-amzn-ErrorType``; a model's own error becomes ``ModelError`` (424) carrying the original
 status and message; an unknown endpoint or variant is a ``ValidationError`` (400).
+
+Everything here is callbacks on the event loop (no task per request): ``handle`` is called by
+the connection protocol with a complete request and answers through ``respond``.
 """
 
 from __future__ import annotations
@@ -17,33 +20,29 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import orjson
 
-from modelhost.frontdoor.upstream import UpstreamError, encode_request
-from modelhost.runtime.deployment import Deployment
+from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
+from modelhost.runtime.deployment import Deployment, Variant
 from modelhost.runtime.instance import Instance
 
 log = logging.getLogger("modelhost.frontdoor")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 PREFIX = "/endpoints/"
 SUFFIX = "/invocations"
-_FORWARDED = {
-    b"content-type": b"content-type",
-    b"accept": b"accept",
-    b"x-amzn-sagemaker-custom-attributes": b"x-amzn-sagemaker-custom-attributes",
-    b"x-amzn-sagemaker-target-model": b"x-amzn-sagemaker-target-model",
-}
+_FORWARDED = frozenset(
+    {b"content-type", b"accept", b"x-amzn-sagemaker-custom-attributes", b"x-amzn-sagemaker-target-model"}
+)
+_REQUEST_ID_HEADERS = frozenset({b"x-amzn-sagemaker-inference-id", b"x-request-id"})
 _RETURNED = (b"content-type", b"x-amzn-sagemaker-custom-attributes")
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")
-_JSON = b"application/json"
+_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
+
+Respond = Callable[[bytes], None]
 
 
 class RouteTable(Protocol):
@@ -58,6 +57,36 @@ class FrontDoorError(Exception):
         self.status, self.code, self.message, self.fields = status, code, message, fields
 
 
+def endpoint_name(path: str) -> str | None:
+    if path.startswith(PREFIX) and path.endswith(SUFFIX):
+        name = path[len(PREFIX) : -len(SUFFIX)]
+        return name if name and "/" not in name else None
+    return None
+
+
+def render(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """A whole HTTP/1.1 response in one buffer (``content-length`` added)."""
+    parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()]
+    for name, value in headers:
+        parts += [name, b": ", value, b"\r\n"]
+    parts += [b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body]
+    return b"".join(parts)
+
+
+def render_error(error: FrontDoorError, request_id: str) -> bytes:
+    body = orjson.dumps({"error": error.code, "message": error.message, **error.fields, "request_id": request_id})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-amzn-errortype", error.code.encode()),
+        (b"x-amzn-requestid", request_id.encode()),
+    ]
+    if error.status == 405:
+        headers.append((b"allow", b"POST"))
+    if error.status == 503:
+        headers.append((b"retry-after", b"1"))
+    return render(error.status, headers, body)
+
+
 class FrontDoor:
     def __init__(
         self,
@@ -69,100 +98,84 @@ class FrontDoor:
     ) -> None:
         self._routes = routes
         self._endpoint_status = endpoint_status  # what the control plane knows of a name without a route
-        self._max_payload_bytes = max_payload_bytes
+        self.max_payload_bytes = max_payload_bytes
         self._timeout_s = timeout_s
         self._ids = itertools.count(1)
         self._id_prefix = f"fd{os.getpid():x}-"
 
-    @staticmethod
-    def endpoint_name(path: str) -> str | None:
-        if path.startswith(PREFIX) and path.endswith(SUFFIX):
-            name = path[len(PREFIX) : -len(SUFFIX)]
-            return name if name and "/" not in name else None
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        name = self.endpoint_name(scope["path"]) or ""
-        request_id = ""
-        try:
-            forwarded: list[tuple[bytes, bytes]] = []
-            target_variant = None
-            length = -1
-            for key, value in scope["headers"]:
-                if key in _FORWARDED:
-                    forwarded.append((key, value))
-                elif key == b"content-length":
-                    length = int(value) if value.isdigit() else -1
-                elif key == b"x-amzn-sagemaker-target-variant":
-                    target_variant = value.decode("latin-1")
-                elif key in (b"x-amzn-sagemaker-inference-id", b"x-request-id"):
-                    request_id = _PRINTABLE.sub("", value.decode("latin-1"))[:128]
-            request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
-            forwarded.append((b"x-request-id", request_id.encode()))
-            if scope["method"] != "POST":
-                raise FrontDoorError(405, "MethodNotAllowed", f"use POST {PREFIX}{name}{SUFFIX}")
-            if length > self._max_payload_bytes:
-                raise FrontDoorError(413, "ValidationError", self._too_large())
-            body = await self._read_body(receive)
-            await self._invoke(
-                name, target_variant=target_variant, headers=forwarded, body=body, request_id=request_id, send=send
-            )
-        except FrontDoorError as exc:
-            await self._error(send, exc, request_id)
-
-    async def _invoke(
-        self,
-        name: str,
-        *,
-        target_variant: str | None,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        request_id: str,
-        send: Send,
+    def handle(
+        self, method: bytes, path: str, headers: list[tuple[bytes, bytes]], body: bytes, respond: Respond
     ) -> None:
+        """Answer one request under ``/endpoints/`` through ``respond`` (now or later)."""
+        forwarded: list[tuple[bytes, bytes]] = []
+        target_variant = None
+        request_id = ""
+        for key, value in headers:
+            if key in _FORWARDED:
+                forwarded.append((key, value))
+            elif key == b"x-amzn-sagemaker-target-variant":
+                target_variant = value.decode("latin-1")
+            elif key in _REQUEST_ID_HEADERS:
+                request_id = _PRINTABLE.sub("", value.decode("latin-1"))[:128]
+        request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
+        forwarded.append((b"x-request-id", request_id.encode()))
+        try:
+            name = endpoint_name(path)
+            if name is None:
+                raise FrontDoorError(404, "NotFound", f"no route {path}; invoke POST {PREFIX}<name>{SUFFIX}")
+            if method != b"POST":
+                raise FrontDoorError(405, "MethodNotAllowed", f"use POST {path}")
+            variant = self._variant(name, target_variant)
+            request = encode_request(b"POST", b"/invocations", forwarded, body)
+            self._send(_Exchange(self, name, variant, request, request_id, respond))
+        except FrontDoorError as exc:
+            respond(render_error(exc, request_id))
+
+    def reject(self, error: FrontDoorError, respond: Respond) -> None:
+        """Answer a request the protocol refused before it was complete (e.g. too large)."""
+        respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}"))
+
+    def _variant(self, name: str, target_variant: str | None) -> Variant:
         deployment = self._routes.route(name)
         if deployment is None:
             status = self._endpoint_status(name)
             if status is None:
                 raise FrontDoorError(400, "ValidationError", f"Endpoint {name} not found.")
-            raise FrontDoorError(503, "ServiceUnavailable", f"Endpoint {name} is {status}; it is not serving yet.")
+            raise FrontDoorError(
+                503, "ServiceUnavailable", f"Endpoint {name} ({status}) has no running instance yet; retry shortly."
+            )
         if target_variant is None:
-            variant = deployment.choose_variant()
-        else:
-            found = deployment.variant(target_variant)
-            if found is None:
-                names = ", ".join(v.name for v in deployment.variants)
-                raise FrontDoorError(
-                    400, "ValidationError", f"Endpoint {name} has no variant {target_variant!r} (it has {names})."
-                )
-            variant = found
-        request = encode_request(b"POST", b"/invocations", headers, body)
-        tried: list[Instance] = []
-        while True:
-            instance = variant.pick_instance(exclude=tried)
-            pool = instance.pool if instance is not None else None
-            if instance is None or pool is None:
-                raise FrontDoorError(
-                    503, "ServiceUnavailable", f"Endpoint {name}: no instance of variant {variant.name} is healthy."
-                )
-            tried.append(instance)
-            try:
-                response = await pool.request(request, self._timeout_s)
-            except UpstreamError as exc:
-                if exc.answered:
-                    raise FrontDoorError(
-                        503, "ServiceUnavailable", f"Endpoint {name}: the instance stopped before answering: {exc}"
-                    ) from exc
-                continue  # could not reach it: another instance of the variant, if there is one
-            break
+            return deployment.choose_variant()
+        variant = deployment.variant(target_variant)
+        if variant is None:
+            names = ", ".join(v.name for v in deployment.variants)
+            raise FrontDoorError(
+                400, "ValidationError", f"Endpoint {name} has no variant {target_variant!r} (it has {names})."
+            )
+        return variant
+
+    def _send(self, exchange: _Exchange) -> None:
+        picked = exchange.variant.pick(exclude=exchange.tried)
+        if picked is None:
+            error = FrontDoorError(
+                503,
+                "ServiceUnavailable",
+                f"Endpoint {exchange.name}: no instance of variant {exchange.variant.name} is healthy.",
+            )
+            exchange.respond(render_error(error, exchange.request_id))
+            return
+        instance, pool = picked
+        exchange.tried.append(instance)
+        pool.send(exchange.request, self._timeout_s, exchange.answered, exchange.failed)
+
+    @staticmethod
+    def _answer(name: str, variant: str, response: UpstreamResponse, request_id: str) -> bytes:
         if response.status >= 400:
-            raise self._model_error(name, variant.name, response.status, response.body)
-        out = [(key, value) for key, value in response.headers if key in _RETURNED]
-        out.append((b"x-amzn-invoked-production-variant", variant.name.encode()))
-        out.append((b"x-amzn-requestid", request_id.encode()))
-        out.append((b"content-length", str(len(response.body)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": out})
-        await send({"type": "http.response.body", "body": response.body})
+            return render_error(_model_error(name, variant, response.status, response.body), request_id)
+        headers = [(key, value) for key, value in response.headers if key in _RETURNED]
+        headers.append((b"x-amzn-invoked-production-variant", variant.encode()))
+        headers.append((b"x-amzn-requestid", request_id.encode()))
+        return render(200, headers, response.body)
 
     async def expire_overdue_forever(self, every_s: float = 1.0) -> None:
         """One sweep a second aborts requests an instance did not answer in time (no timer per request)."""
@@ -171,49 +184,40 @@ class FrontDoor:
             now = time.monotonic()
             for deployment in self._routes.deployments().values():
                 for instance in deployment.instances:
-                    if instance.pool is not None:
-                        instance.pool.expire_overdue(now)
+                    for pool in instance.pools:
+                        pool.expire_overdue(now)
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise FrontDoorError(408, "ValidationError", "the request body did not arrive")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_payload_bytes:
-                raise FrontDoorError(413, "ValidationError", self._too_large())
-            if not message.get("more_body"):
-                return chunk if not chunks else b"".join([*chunks, chunk])
-            chunks.append(chunk)
 
-    def _too_large(self) -> str:
-        return f"the request body is larger than the limit of {self._max_payload_bytes / 1024 / 1024:g} MB"
+class _Exchange:
+    """One invocation on its way: the upstream callbacks, and where to retry."""
 
-    @staticmethod
-    def _model_error(name: str, variant: str, status: int, body: bytes) -> FrontDoorError:
-        original = body.decode("utf-8", "replace")
-        kind = "client" if status < 500 else "server"
-        message = (
-            f'Received {kind} error ({status}) from variant {variant} with message "{original}". '
-            f"See `modelhost logs {name}` for more information."
+    __slots__ = ("door", "name", "request", "request_id", "respond", "tried", "variant")
+
+    def __init__(  # noqa: PLR0917 (built once per request on the hot path: positional on purpose)
+        self, door: FrontDoor, name: str, variant: Variant, request: bytes, request_id: str, respond: Respond
+    ) -> None:
+        self.door, self.name, self.variant = door, name, variant
+        self.request, self.request_id, self.respond = request, request_id, respond
+        self.tried: list[Instance] = []
+
+    def answered(self, response: UpstreamResponse) -> None:
+        self.respond(FrontDoor._answer(self.name, self.variant.name, response, self.request_id))
+
+    def failed(self, error: UpstreamError) -> None:
+        if not error.answered:  # could not reach it: another instance of the variant, if any
+            self.door._send(self)
+            return
+        lost = FrontDoorError(
+            503, "ServiceUnavailable", f"Endpoint {self.name}: the instance failed before answering: {error.message}"
         )
-        return FrontDoorError(424, "ModelError", message, OriginalStatusCode=status, OriginalMessage=original)
+        self.respond(render_error(lost, self.request_id))
 
-    @staticmethod
-    async def _error(send: Send, error: FrontDoorError, request_id: str) -> None:
-        body = orjson.dumps({"error": error.code, "message": error.message, **error.fields, "request_id": request_id})
-        headers = [
-            (b"content-type", _JSON),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-amzn-errortype", error.code.encode()),
-            (b"x-amzn-requestid", request_id.encode()),
-        ]
-        if error.status == 405:
-            headers.append((b"allow", b"POST"))
-        if error.status == 503:
-            headers.append((b"retry-after", b"1"))
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+def _model_error(name: str, variant: str, status: int, body: bytes) -> FrontDoorError:
+    original = body.decode("utf-8", "replace")
+    kind = "client" if status < 500 else "server"
+    message = (
+        f'Received {kind} error ({status}) from variant {variant} with message "{original}". '
+        f"See `modelhost logs {name}` for more information."
+    )
+    return FrontDoorError(424, "ModelError", message, OriginalStatusCode=status, OriginalMessage=original)

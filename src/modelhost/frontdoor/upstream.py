@@ -1,21 +1,22 @@
-"""HTTP/1.1 to the instances: kept-alive connections per instance, parsed with httptools.
+"""HTTP/1.1 to the instances: kept-alive connections per instance, parsed with httptools, driven by callbacks.
 
 The front door's hop to a model server is on every request's path, so this is a small asyncio
-protocol rather than a general client: one request at a time per connection, the whole body in
-one write, the response parsed by httptools as it arrives. A connection that the instance closed
-while it sat idle is noticed when the request fails before any byte of an answer came back;
-then (and only then) the request is sent once more on a fresh connection.
+protocol rather than a general client: one request at a time per connection, the whole request
+in one write, the response parsed as it arrives and handed to a callback (no task or future per
+request). A connection that the instance closed while it sat idle is noticed when the request
+fails before any byte of an answer came back; then (and only then) the request is sent once more
+on a fresh connection. ``request()`` wraps the same path in a coroutine for the runtime's
+health checks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
-
-import httptools
 
 
 class UpstreamError(Exception):
@@ -30,7 +31,7 @@ class UpstreamError(Exception):
 @dataclass(frozen=True)
 class UpstreamResponse:
     status: int
-    headers: list[tuple[bytes, bytes]]  # names lower-cased
+    headers: list[tuple[bytes, bytes]]  # those in PASSED_ON that the instance sent; names lower-cased
     body: bytes
 
     def header(self, name: bytes) -> bytes | None:
@@ -40,15 +41,45 @@ class UpstreamResponse:
         return None
 
 
+OnResponse = Callable[[UpstreamResponse], None]
+OnError = Callable[[UpstreamError], None]
+
+
+_MAX_HEAD = 64 * 1024
+PASSED_ON = (b"content-type", b"x-amzn-sagemaker-custom-attributes")  # response headers kept
+
+
+def _value(head: bytes, lower: bytes, marker: bytes) -> bytes | None:
+    """The value of the header whose ``\\r\\nname:`` is ``marker`` (None if absent)."""
+    start = lower.find(marker)
+    if start < 0:
+        return None
+    start += len(marker)
+    end = head.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip()
+
+
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    """One kept-alive connection; parses the model server's responses itself.
+
+    The instances are our own model server, which always frames a response with
+    ``content-length``; parsing that by hand costs a fraction of a callback per header.
+    Anything else (chunked framing, a malformed head) fails the request.
+    """
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.reused = False  # had served a request before this one
         self.deadline = 0.0  # monotonic; the pool's sweep aborts a request past it
-        self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._request = b""
+        self._on_response: OnResponse | None = None
+        self._on_error: OnError | None = None
+        self._buffer = b""
+        self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
+        self._length = 0
         self._received = False
         self._keep_alive = True
 
@@ -57,52 +88,79 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
 
     def data_received(self, data: bytes) -> None:
-        self._received = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"the instance sent a malformed response: {exc}", answered=True))
+        if self._on_response is None:  # nothing was asked: not a server we understand
             self.abort()
+            return
+        self._received = True
+        buffer = self._buffer + data if self._buffer else data
+        if not self._status:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _MAX_HEAD:
+                    self._malformed("a response head larger than 64 KiB")
+                    return
+                self._buffer = buffer
+                return
+            if not self._parse_head(buffer[:end]):
+                return
+            buffer = buffer[end + 4 :]
+        if len(buffer) < self._length:
+            self._buffer = buffer
+            return
+        self._buffer = b""
+        if len(buffer) > self._length:
+            self._malformed("more bytes than its content-length")
+            return
+        self._complete(buffer)
+
+    def _parse_head(self, head: bytes) -> bool:
+        """Status, framing and the headers the front door passes on, found by search, not split."""
+        if not head.startswith(b"HTTP/1.") or len(head) < 12 or not head[9:12].isdigit():
+            self._malformed(f"status line {head[:40]!r}")
+            return False
+        lower = head.lower()  # same length: values are sliced from ``head``
+        length = _value(head, lower, b"\r\ncontent-length:")
+        if length is None or not length.isdigit() or b"\r\ntransfer-encoding:" in lower:
+            self._malformed("a response framed without content-length")
+            return False
+        self._status = int(head[9:12])
+        self._length = int(length)
+        self._keep_alive = head[7:8] == b"1" and b"\r\nconnection: close" not in lower
+        self._headers = [(name, value) for name in PASSED_ON if (value := _value(head, lower, b"\r\n" + name + b":"))]
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(UpstreamError("the instance closed the connection", answered=self._received))
 
-    # -- httptools callbacks --------------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+    def _complete(self, body: bytes) -> None:
+        response = UpstreamResponse(self._status, self._headers, body)
+        self._status, self._headers = 0, []
+        callback, self._on_response, self._on_error = self._on_response, None, None
+        self.pool._release(self)
+        if callback is not None:
+            callback(response)
 
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._keep_alive = self._parser.should_keep_alive()
-        waiter, self._waiter = self._waiter, None
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        response = UpstreamResponse(self._parser.get_status_code(), self._headers, body)
-        self._headers, self._body = [], []
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)
+    def _malformed(self, what: str) -> None:
+        self.abort()
+        self._fail(UpstreamError(f"the instance sent {what}", answered=True))
 
     # -- use ---------------------------------------------------------------------------------------
-    async def roundtrip(self, request: bytes, deadline: float) -> UpstreamResponse:
+    def send(self, request: bytes, deadline: float, on_response: OnResponse, on_error: OnError) -> None:
         assert self.transport is not None
         self._received = False
-        self.deadline = deadline
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._request, self.deadline = request, deadline
+        self._on_response, self._on_error = on_response, on_error
+        self.pool.in_flight += 1
         self.transport.write(request)
-        try:
-            return await self._waiter
-        finally:
-            self._waiter = None
 
     @property
     def reusable(self) -> bool:
         return not self.closed and self._keep_alive
 
     def expire(self) -> None:
-        self._fail(UpstreamError("the instance did not answer in time", answered=True))
         self.abort()
+        self._fail(UpstreamError("the instance did not answer in time", answered=True))
 
     def abort(self) -> None:
         self.closed = True
@@ -110,9 +168,17 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _fail(self, error: UpstreamError) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+        callback, on_response = self._on_error, self._on_response
+        self._on_response = self._on_error = None
+        if callback is None or on_response is None:
+            return
+        self.pool._release(self)
+        if not error.answered and self.reused and not self.pool.closed:
+            # The instance had closed this kept-alive connection while it sat idle: the request
+            # was never seen, so it is sent once more, on a fresh connection.
+            self.pool._connect_and_send(self._request, self.deadline, on_response, callback)
+        else:
+            callback(error)
 
 
 def encode_request(method: bytes, path: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:
@@ -124,56 +190,94 @@ def encode_request(method: bytes, path: bytes, headers: Iterable[tuple[bytes, by
     return b"".join(lines)
 
 
-class UpstreamPool:
-    """Kept-alive connections to one instance (``host:port``); ``in_flight`` feeds load balancing."""
+Address = tuple[str, int] | str  # (host, port), or a Unix socket path ("@name": Linux's abstract namespace)
 
-    def __init__(self, host: str, port: int, *, max_idle: int = 512) -> None:
-        self.host = host
-        self.port = port
+
+class UpstreamPool:
+    """Kept-alive connections to one address; ``in_flight`` feeds load balancing."""
+
+    def __init__(self, address: Address, *, max_idle: int = 512) -> None:
+        self.address = address
+        self.port = address[1] if isinstance(address, tuple) else None
         self.in_flight = 0
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._max_idle = max_idle
         self._closed = False
 
-    async def request(self, request: bytes, timeout_s: float) -> UpstreamResponse:
-        """Send an encoded request; retried once on a fresh connection if a kept-alive one had gone stale."""
-        deadline = time.monotonic() + timeout_s
-        self.in_flight += 1
-        try:
-            while self._idle:
-                connection = self._idle.pop()
-                if connection.closed:
-                    continue
-                try:
-                    return await self._use(connection, request, deadline)
-                except UpstreamError as exc:
-                    if exc.answered:
-                        raise
-                    break  # stale: the instance closed it while idle; a fresh one below
-            return await self._use(await self._connect(), request, deadline)
-        finally:
-            self.in_flight -= 1
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    async def _use(self, connection: _Connection, request: bytes, deadline: float) -> UpstreamResponse:
-        self._busy.add(connection)
-        try:
-            response = await connection.roundtrip(request, deadline)
-        finally:
-            self._busy.discard(connection)
-        if connection.reusable and not self._closed and len(self._idle) < self._max_idle:
-            self._idle.append(connection)
-        else:
-            connection.abort()
-        return response
+    def send(self, request: bytes, timeout_s: float, on_response: OnResponse, on_error: OnError) -> None:
+        """Send an encoded request; exactly one of the callbacks is called, later."""
+        deadline = time.monotonic() + timeout_s
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.closed:
+                continue
+            connection.reused = True
+            self._busy.add(connection)
+            connection.send(request, deadline, on_response, on_error)
+            return
+        self._connect_and_send(request, deadline, on_response, on_error)
+
+    def _connect_and_send(self, request: bytes, deadline: float, on_response: OnResponse, on_error: OnError) -> None:
+        async def connect() -> None:
+            try:
+                connection = await self._connect()
+            except OSError as exc:
+                on_error(UpstreamError(f"cannot connect to the instance at {self.address}: {exc.strerror or exc}"))
+                return
+            if self._closed:
+                connection.abort()
+                on_error(UpstreamError("the instance was taken out of service"))
+                return
+            self._busy.add(connection)
+            connection.send(request, deadline, on_response, on_error)
+
+        task = asyncio.get_running_loop().create_task(connect())
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        if isinstance(self.address, tuple):
+            _, connection = await loop.create_connection(lambda: _Connection(self), *self.address)
+            return connection
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            _, connection = await loop.create_connection(_Connection, self.host, self.port)
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to the instance at {self.host}:{self.port}: {exc.strerror}") from exc
+            sock.setblocking(False)
+            # Connected here, not by the loop: uvloop's Unix connect does not take abstract names.
+            sock.connect("\0" + self.address[1:] if self.address.startswith("@") else self.address)
+            _, connection = await loop.create_unix_connection(lambda: _Connection(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         return connection
+
+    async def request(self, request: bytes, timeout_s: float) -> UpstreamResponse:
+        """``send`` as a coroutine."""
+        future: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+
+        def resolve(response: UpstreamResponse) -> None:
+            if not future.done():
+                future.set_result(response)
+
+        def reject(error: UpstreamError) -> None:
+            if not future.done():
+                future.set_exception(error)
+
+        self.send(request, timeout_s, resolve, reject)
+        return await future
+
+    def _release(self, connection: _Connection) -> None:
+        self.in_flight -= 1
+        self._busy.discard(connection)
+        if connection.reusable and not self._closed and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        elif not connection.closed:
+            connection.abort()
 
     def expire_overdue(self, now: float) -> None:
         """Abort requests past their deadline; called by one periodic sweep, not a timer per request."""
@@ -185,3 +289,6 @@ class UpstreamPool:
         for connection in [*self._idle, *self._busy]:
             connection.abort()
         self._idle.clear()
+
+
+_pending: set[asyncio.Task[None]] = set()  # connect tasks, kept referenced until done

@@ -29,8 +29,8 @@ from modelhost.control.artifact_store import open_artifact_store
 from modelhost.control.controller import Controller
 from modelhost.control.store import StateStore
 from modelhost.errors import ModelhostError
+from modelhost.frontdoor.protocol import ConnectionSettings, FrontDoorServer
 from modelhost.frontdoor.proxy import FrontDoor
-from modelhost.platform.app import PlatformApp
 from modelhost.platform.settings import PlatformSettings
 from modelhost.runtime.local import LocalRuntime
 from modelhost.server import configure_logging
@@ -93,29 +93,35 @@ def _run_loop(settings: PlatformSettings, token: str | None) -> int:
     return int(uvloop.run(_serve(settings, token)))
 
 
-class _Server(uvicorn.Server):  # type: ignore[misc]
-    """uvicorn without its own signal handling: the platform stops its instances after the server."""
+class _ApiServer(uvicorn.Server):  # type: ignore[misc]
+    """uvicorn for the API, behind the front door; the platform handles the signals."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop, signum)
-        try:
-            yield
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+        yield
 
-    def _stop(self, signum: int) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        self.force_exit = bool(
-            getattr(self, "should_exit", False)
-        )  # a second signal: don't wait for in-flight requests
-        self.should_exit = True
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise ModelhostError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def handle(signum: int) -> None:
+        log.info("%s: stopping (in-flight requests are answered first)", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, handle, signum)
 
 
 async def _serve(settings: PlatformSettings, token: str | None) -> int:
+    public = _listen(settings.host, settings.port)  # first: a taken port fails before anything starts
+    internal = _listen("127.0.0.1", 0)
     store = StateStore(settings.database_url)
     artifacts = open_artifact_store(settings.artifacts_location, settings.s3_endpoint_url)
     environment = {"MODELHOST_TIMEOUT": str(settings.request_timeout_s)}
@@ -135,41 +141,43 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         timeout_s=settings.request_timeout_s + 10,
     )
     api = build_api(controller, token=token, scratch_dir=settings.state_dir / "tmp")
-    config = uvicorn.Config(
-        PlatformApp(front_door, api),
-        host=settings.host,
-        port=settings.port,
-        interface="asgi3",
-        http=protocol_with_read_timeout(30.0),
-        lifespan="off",
-        ws="none",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        log_config=None,
-        timeout_keep_alive=60,
-        timeout_graceful_shutdown=int(settings.request_timeout_s + 15),
+    api_server = _ApiServer(
+        uvicorn.Config(
+            api,
+            interface="asgi3",
+            http=protocol_with_read_timeout(30.0),
+            lifespan="off",
+            ws="none",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            log_config=None,
+            timeout_keep_alive=5,
+        )
     )
-    try:
-        sock = socket.create_server((settings.host, settings.port))
-    except OSError as exc:
-        raise ModelhostError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
-    server = _Server(config)
+    doors = FrontDoorServer(front_door, ConnectionSettings(api_host="127.0.0.1", api_port=internal.getsockname()[1]))
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    api_task = asyncio.create_task(api_server.serve(sockets=[internal]))
     sweeper = asyncio.create_task(front_door.expire_overdue_forever())
     try:
+        await doors.start(public)
         await controller.recover()
         log.info(
             "modelhost up on http://%s:%d (state %s, artifacts %s)",
             settings.host,
-            settings.port,
+            public.getsockname()[1],
             settings.state_dir,
             artifacts.root_uri,
         )
-        await server.serve(sockets=[sock])
+        await stop.wait()
+        await doors.stop(grace_s=settings.request_timeout_s + 10)
     finally:
         sweeper.cancel()
+        api_server.should_exit = True
+        await asyncio.gather(api_task, return_exceptions=True)
         log.info("stopping every instance")
         await controller.shutdown()
         store.close()
         log.info("stopped")
-    return 0 if server.started else 1
+    return 0

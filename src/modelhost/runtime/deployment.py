@@ -20,6 +20,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from modelhost.control.resources import EndpointConfig, Model
+from modelhost.frontdoor.upstream import UpstreamPool
 from modelhost.runtime.instance import Instance, InstanceFailed, InstanceSpec, InstanceState
 
 log = logging.getLogger("modelhost.runtime")
@@ -35,16 +36,15 @@ class Variant:
     weight: float
     instances: list[Instance]
 
-    def pick_instance(self, exclude: Sequence[Instance] = ()) -> Instance | None:
-        """The healthy instance with the fewest requests in flight (first wins a tie)."""
-        best: Instance | None = None
-        best_load = 0
+    def pick(self, exclude: Sequence[Instance] = ()) -> tuple[Instance, UpstreamPool] | None:
+        """The healthy worker (of any instance not excluded) with the fewest requests in flight."""
+        best: tuple[Instance, UpstreamPool] | None = None
         for instance in self.instances:
-            pool = instance.pool
-            if pool is None or instance in exclude:
+            if instance in exclude:
                 continue
-            if best is None or pool.in_flight < best_load:
-                best, best_load = instance, pool.in_flight
+            pool = instance.least_busy()
+            if pool is not None and (best is None or pool.in_flight < best[1].in_flight):
+                best = (instance, pool)
         return best
 
 

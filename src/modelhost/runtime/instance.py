@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from modelhost.control.resources import Model
 from modelhost.errors import ModelhostError
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamPool, encode_request
@@ -73,7 +75,10 @@ class Instance:
         self.run_dir = run_dir
         self.log_path = log_path
         self.state = InstanceState.STARTING
-        self.pool: UpstreamPool | None = None  # set while healthy: what the front door sends to
+        # While healthy: where the front door sends requests (one pool per worker's Unix socket),
+        # and the instance's TCP port (health checks, direct access).
+        self.pools: list[UpstreamPool] = []
+        self._control: UpstreamPool | None = None
         self.restarts = 0
         self._environment = dict(environment)
         self._load_timeout_s = load_timeout_s
@@ -86,7 +91,19 @@ class Instance:
 
     @property
     def port(self) -> int | None:
-        return self.pool.port if self.pool is not None else None
+        return self._control.port if self._control is not None else None
+
+    @property
+    def in_flight(self) -> int:
+        return sum(pool.in_flight for pool in self.pools)
+
+    def least_busy(self) -> UpstreamPool | None:
+        """The worker pool with the fewest requests in flight (None unless healthy)."""
+        best: UpstreamPool | None = None
+        for pool in self.pools:
+            if best is None or pool.in_flight < best.in_flight:
+                best = pool
+        return best
 
     @property
     def healthy(self) -> bool:
@@ -110,6 +127,7 @@ class Instance:
             "MODELHOST_CACHE_DIR": str(self.run_dir / "cache"),
             "MODELHOST_PIN_WORKERS": "0",  # instances of several endpoints share the cores
             "MODELHOST_KEEP_ALIVE": "3600",  # the front door keeps its connections
+            "MODELHOST_UNIX_SOCKETS": "1",
             **self._environment,
             **self.spec.model.environment,
         }
@@ -128,22 +146,25 @@ class Instance:
             )
         log.info("instance %s: started pid %d", self.spec.label, self._process.pid)
         try:
-            port = await self._wait_for_port(port_file)
-            pool = UpstreamPool("127.0.0.1", port)
-            await self._wait_until_healthy(pool)
+            port, local = await self._wait_for_addresses(port_file)
+            control = UpstreamPool(("127.0.0.1", port))
+            await self._wait_until_healthy(control)
         except BaseException:
             await self.kill()
             raise
-        self.pool = pool
+        self._control = control
+        self.pools = [UpstreamPool(name) for name in local] or [UpstreamPool(("127.0.0.1", port))]
         self.state = InstanceState.HEALTHY
         log.info("instance %s: healthy on port %d", self.spec.label, port)
 
-    async def _wait_for_port(self, port_file: Path) -> int:
+    async def _wait_for_addresses(self, port_file: Path) -> tuple[int, list[str]]:
+        """The TCP port and the per-worker Unix sockets the server writes once it has bound them."""
         deadline = time.monotonic() + self._load_timeout_s
         while True:
             self._raise_if_exited()
             with contextlib.suppress(FileNotFoundError, ValueError):
-                return int(port_file.read_text())
+                addresses = orjson.loads(port_file.read_bytes())
+                return int(addresses["port"]), [str(name) for name in addresses.get("unix", [])]
             if time.monotonic() > deadline:
                 raise InstanceFailed(f"instance {self.spec.label} did not open its port in {self._load_timeout_s:g} s")
             await asyncio.sleep(POLL_S)
@@ -185,15 +206,15 @@ class Instance:
 
     def mark_down(self) -> None:
         """Out of rotation: the front door stops sending here at once."""
-        if self.pool is not None:
-            self.pool.close()
-        self.pool = None
+        for pool in [*self.pools, *([self._control] if self._control is not None else [])]:
+            pool.close()
+        self.pools = []
+        self._control = None
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) until requests the front door already sent here have their answers."""
-        pool = self.pool
         deadline = time.monotonic() + timeout_s
-        while pool is not None and pool.in_flight and time.monotonic() < deadline:
+        while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     async def stop(self, grace_s: float = 30.0) -> None:

@@ -39,9 +39,16 @@ class _Worker:
 
 
 class Supervisor:
-    def __init__(self, settings: ServerSettings, sockets: list[socket.socket], loaded: LoadedModel) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        sockets: list[socket.socket],
+        loaded: LoadedModel,
+        local_sockets: list[socket.socket] | None = None,
+    ) -> None:
         self._settings = settings
         self._sockets = sockets
+        self._local_sockets = local_sockets or []  # one Unix socket per slot, for the platform's front door
         self._loaded = loaded
         self._board = WorkerBoard(settings.workers)
         self._workers: dict[int, _Worker] = {}  # by pid
@@ -93,7 +100,8 @@ class Supervisor:
                 signal.signal(handled, signal.SIG_DFL)
             os.close(self._wake_read)
             os.close(self._wake_write)
-            run_worker(slot, self._sockets[slot], self._loaded, self._settings, self._board, master_pid=master)
+            own = [self._sockets[slot], *self._local_sockets[slot : slot + 1]]
+            run_worker(slot, own, self._loaded, self._settings, self._board, master_pid=master)
         self._workers[pid] = _Worker(slot, pid, time.monotonic())
         log.info("worker %d started (pid %d)", slot, pid)
 
@@ -171,7 +179,7 @@ class Supervisor:
         while self._workers:
             self._reap()
             time.sleep(0.01)
-        for sock in self._sockets:
+        for sock in [*self._sockets, *self._local_sockets]:
             sock.close()
         log.info("stopped")
 

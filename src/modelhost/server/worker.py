@@ -35,7 +35,7 @@ HEARTBEAT_INTERVAL_S = 0.5
 
 def run_worker(
     slot: int,
-    sock: socket.socket,
+    sockets: list[socket.socket],
     loaded: LoadedModel,
     settings: ServerSettings,
     board: WorkerBoard,
@@ -55,7 +55,7 @@ def run_worker(
         _limit_native_threads(len(cpus))
         loaded.pipeline.worker_started(len(cpus))
         board.beat(slot)
-        _run_loop(_serve(slot, sock, loaded, settings, board, stop_requested=stop_requested, master_pid=master_pid))
+        _run_loop(_serve(slot, sockets, loaded, settings, board, stop_requested=stop_requested, master_pid=master_pid))
     except BaseException:
         log.exception("worker %d failed", slot)
         code = 1
@@ -101,7 +101,7 @@ def _run_loop(coroutine: object) -> None:
 
 async def _serve(
     slot: int,
-    sock: socket.socket,
+    sockets: list[socket.socket],
     loaded: LoadedModel,
     settings: ServerSettings,
     board: WorkerBoard,
@@ -147,7 +147,7 @@ async def _serve(
     warden.attach(server)
     watchdog = asyncio.get_running_loop().create_task(warden.watch(batcher, settings.timeout_s))
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sockets=sockets)
     finally:
         watchdog.cancel()
         batcher.close()
