@@ -171,7 +171,7 @@ class Client:
                     504, "Timeout", f"endpoint {name} is still {endpoint['status']} after {timeout_s:g} s"
                 )
             time.sleep(poll_s)
-            poll_s = min(poll_s * 1.5, 1.0)
+            poll_s = min(poll_s * 1.5, 0.2)
 
     def wait_deleted(self, name: str, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -186,7 +186,7 @@ class Client:
             if time.monotonic() > deadline:
                 raise ClientError(504, "Timeout", f"endpoint {name} still exists after {timeout_s:g} s")
             time.sleep(poll_s)
-            poll_s = min(poll_s * 1.5, 1.0)
+            poll_s = min(poll_s * 1.5, 0.2)
 
     # -- deploy -------------------------------------------------------------------------------------------
     def upload_artifact(

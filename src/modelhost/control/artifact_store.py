@@ -104,11 +104,12 @@ class S3ArtifactStore:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_file(self, key: str, source: Path) -> str:
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self._s3().upload_file(str(source), self.bucket, self._key(key))
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise ArtifactError(f"cannot store the artifact in {self.root_uri}: {exc}") from exc
         finally:
             source.unlink(missing_ok=True)

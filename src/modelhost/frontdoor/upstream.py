@@ -151,7 +151,6 @@ class _Connection(asyncio.Protocol):
         self._received = False
         self._request, self.deadline = request, deadline
         self._on_response, self._on_error = on_response, on_error
-        self.pool.in_flight += 1
         self.transport.write(request)
 
     @property
@@ -217,6 +216,7 @@ class UpstreamPool:
             if connection.closed:
                 continue
             connection.reused = True
+            self.in_flight += 1
             self._busy.add(connection)
             connection.send(request, deadline, on_response, on_error)
             return
@@ -227,15 +227,18 @@ class UpstreamPool:
             try:
                 connection = await self._connect()
             except OSError as exc:
+                self.in_flight -= 1
                 on_error(UpstreamError(f"cannot connect to the instance at {self.address}: {exc.strerror or exc}"))
                 return
             if self._closed:
+                self.in_flight -= 1
                 connection.abort()
                 on_error(UpstreamError("the instance was taken out of service"))
                 return
             self._busy.add(connection)
             connection.send(request, deadline, on_response, on_error)
 
+        self.in_flight += 1  # counted while connecting too: the balancer sees this request at once
         task = asyncio.get_running_loop().create_task(connect())
         _pending.add(task)
         task.add_done_callback(_pending.discard)
