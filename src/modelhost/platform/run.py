@@ -32,6 +32,7 @@ from modelhost.errors import ModelhostError
 from modelhost.frontdoor.protocol import ConnectionSettings, FrontDoorServer
 from modelhost.frontdoor.proxy import FrontDoor
 from modelhost.platform.settings import PlatformSettings
+from modelhost.runtime.launcher import Launcher
 from modelhost.runtime.local import LocalRuntime
 from modelhost.server import configure_logging
 from modelhost.server.protocol import protocol_with_read_timeout
@@ -127,11 +128,14 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
     environment = {"MODELHOST_TIMEOUT": str(settings.request_timeout_s)}
     if settings.s3_endpoint_url:
         environment["MODELHOST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    launcher = Launcher()
+    await launcher.start()  # imports in the background; the first deploy finds it warm
     runtime = LocalRuntime(
         settings.state_dir,
         environment=environment,
         load_timeout_s=settings.load_timeout_s,
         request_timeout_s=settings.request_timeout_s,
+        launcher=launcher,
     )
     controller = Controller(store, runtime, artifacts)
     front_door = FrontDoor(

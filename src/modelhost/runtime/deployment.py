@@ -22,6 +22,7 @@ from pathlib import Path
 from modelhost.control.resources import EndpointConfig, Model
 from modelhost.frontdoor.upstream import UpstreamPool
 from modelhost.runtime.instance import Instance, InstanceFailed, InstanceSpec, InstanceState
+from modelhost.runtime.launcher import Launcher
 
 log = logging.getLogger("modelhost.runtime")
 
@@ -106,7 +107,7 @@ class Deployment:
             code = await instance.wait_exit()
             if self.is_retired() or instance.state is InstanceState.STOPPED:
                 return
-            instance.mark_down()
+            await instance.kill()  # out of rotation, and nothing of it left running
             if time.monotonic() - healthy_since > STABLE_S:
                 instance.restarts = 0
             log.warning("instance %s: exited with code %d; restarting it", instance.spec.label, code)
@@ -150,6 +151,7 @@ def build_deployment(
     environment: Mapping[str, str],
     load_timeout_s: float,
     request_timeout_s: float,
+    launcher: Launcher | None = None,
 ) -> Deployment:
     """Instances for every variant of ``config`` (not started), laid out under the endpoint's folders."""
     generation = time.strftime("%Y%m%dT%H%M%S") + f"-{random.randrange(16**4):04x}"
@@ -163,6 +165,7 @@ def build_deployment(
                 environment=environment,
                 load_timeout_s=load_timeout_s,
                 request_timeout_s=request_timeout_s,
+                launcher=launcher,
             )
             for index in range(variant.initial_instance_count)
         ]

@@ -20,17 +20,33 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
 from modelhost.control.resources import Model
 from modelhost.errors import ModelhostError
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamPool, encode_request
+from modelhost.runtime.launcher import Launcher
 
 log = logging.getLogger("modelhost.runtime")
 
 _PING = encode_request(b"GET", b"/ping", [], b"")
 POLL_S = 0.03
+
+
+class ProcessHandle(Protocol):
+    """An instance's process: an asyncio subprocess, or one the launcher forked."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
 
 
 class InstanceFailed(ModelhostError):
@@ -70,8 +86,10 @@ class Instance:
         environment: Mapping[str, str],
         load_timeout_s: float,
         request_timeout_s: float,
+        launcher: Launcher | None = None,
     ) -> None:
         self.spec = spec
+        self._launcher = launcher
         self.run_dir = run_dir
         self.log_path = log_path
         self.state = InstanceState.STARTING
@@ -83,7 +101,7 @@ class Instance:
         self._environment = dict(environment)
         self._load_timeout_s = load_timeout_s
         self.request_timeout_s = request_timeout_s
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ProcessHandle | None = None
 
     @property
     def pid(self) -> int | None:
@@ -133,17 +151,7 @@ class Instance:
         }
         with self.log_path.open("ab") as log_file:
             log_file.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.spec.label}\n".encode())
-            log_file.flush()
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "modelhost.server",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                env=environment,
-                start_new_session=True,  # its own process group: stopping it reaches every worker
-            )
+        self._process = await self._spawn(environment)
         log.info("instance %s: started pid %d", self.spec.label, self._process.pid)
         try:
             port, local = await self._wait_for_addresses(port_file)
@@ -156,6 +164,25 @@ class Instance:
         self.pools = [UpstreamPool(name) for name in local] or [UpstreamPool(("127.0.0.1", port))]
         self.state = InstanceState.HEALTHY
         log.info("instance %s: healthy on port %d", self.spec.label, port)
+
+    async def _spawn(self, environment: dict[str, str]) -> ProcessHandle:
+        """Forked by the warm launcher when there is one (no interpreter start, no imports), else exec'd."""
+        if self._launcher is not None:
+            try:
+                return await self._launcher.spawn(environment, str(self.log_path), self.spec.label)
+            except OSError as exc:
+                log.warning("instance %s: the launcher failed (%s); starting a fresh interpreter", self.spec.label, exc)
+        with self.log_path.open("ab") as log_file:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "modelhost.server",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=environment,
+                start_new_session=True,  # its own process group: stopping it reaches every worker
+            )
 
     async def _wait_for_addresses(self, port_file: Path) -> tuple[int, list[str]]:
         """The TCP port and the per-worker Unix sockets the server writes once it has bound them."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from modelhost.control.resources import EndpointConfig, Model
 from modelhost.runtime.deployment import Deployment, build_deployment
 from modelhost.runtime.instance import read_tail
+from modelhost.runtime.launcher import Launcher
 
 log = logging.getLogger("modelhost.runtime")
 
@@ -28,7 +29,9 @@ class LocalRuntime:
         environment: Mapping[str, str] | None = None,
         load_timeout_s: float = 300.0,
         request_timeout_s: float = 60.0,
+        launcher: Launcher | None = None,
     ) -> None:
+        self._launcher = launcher
         self.run_root = state_dir / "run"
         self.log_root = state_dir / "logs"
         self._environment = dict(environment or {})
@@ -62,6 +65,7 @@ class LocalRuntime:
             environment=self._environment,
             load_timeout_s=self._load_timeout_s,
             request_timeout_s=self._request_timeout_s,
+            launcher=self._launcher,
         )
         deployment.on_failure = on_failure
         await deployment.start()  # InstanceFailed leaves the old deployment in place
@@ -82,6 +86,8 @@ class LocalRuntime:
     async def shutdown(self) -> None:
         deployments, self._deployments = list(self._deployments.values()), {}
         await asyncio.gather(*(self._retire(d) for d in deployments))
+        if self._launcher is not None:
+            await self._launcher.stop()
 
     async def _retire(self, deployment: Deployment) -> None:
         await deployment.retire(drain_timeout_s=self._request_timeout_s + 5)
