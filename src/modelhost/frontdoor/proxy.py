@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from modelhost.frontdoor.capture import DataCapture, capture_record
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment, Variant
 from modelhost.runtime.instance import Instance
@@ -95,8 +96,10 @@ class FrontDoor:
         *,
         max_payload_bytes: int = 6 * 1024 * 1024,
         timeout_s: float = 70.0,
+        capture: DataCapture | None = None,
     ) -> None:
         self._routes = routes
+        self.capture = capture
         self._endpoint_status = endpoint_status  # what the control plane knows of a name without a route
         self.max_payload_bytes = max_payload_bytes
         self._timeout_s = timeout_s
@@ -110,6 +113,7 @@ class FrontDoor:
         forwarded: list[tuple[bytes, bytes]] = []
         target_variant = None
         request_id = ""
+        inference_id = None
         for key, value in headers:
             if key in _FORWARDED:
                 forwarded.append((key, value))
@@ -117,6 +121,8 @@ class FrontDoor:
                 target_variant = value.decode("latin-1")
             elif key in _REQUEST_ID_HEADERS:
                 request_id = _PRINTABLE.sub("", value.decode("latin-1"))[:128]
+                if key == b"x-amzn-sagemaker-inference-id":
+                    inference_id = request_id
         request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
         forwarded.append((b"x-request-id", request_id.encode()))
         try:
@@ -125,9 +131,13 @@ class FrontDoor:
                 raise FrontDoorError(404, "NotFound", f"no route {path}; invoke POST {PREFIX}<name>{SUFFIX}")
             if method != b"POST":
                 raise FrontDoorError(405, "MethodNotAllowed", f"use POST {path}")
-            variant = self._variant(name, target_variant)
+            deployment, variant = self._variant(name, target_variant)
             request = encode_request(b"POST", b"/invocations", forwarded, body)
-            self._send(_Exchange(self, name, variant, request, request_id, respond))
+            exchange = _Exchange(self, name, variant, request, request_id, respond)
+            capture = deployment.config.data_capture
+            if self.capture is not None and capture.enabled and self.capture.sampled(capture.sampling_percentage):
+                exchange.captured = (capture.destination_uri, body, _content_type(forwarded), inference_id)
+            self._send(exchange)
         except FrontDoorError as exc:
             respond(render_error(exc, request_id))
 
@@ -135,7 +145,7 @@ class FrontDoor:
         """Answer a request the protocol refused before it was complete (e.g. too large)."""
         respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}"))
 
-    def _variant(self, name: str, target_variant: str | None) -> Variant:
+    def _variant(self, name: str, target_variant: str | None) -> tuple[Deployment, Variant]:
         deployment = self._routes.route(name)
         if deployment is None:
             status = self._endpoint_status(name)
@@ -145,14 +155,14 @@ class FrontDoor:
                 503, "ServiceUnavailable", f"Endpoint {name} ({status}) has no running instance yet; retry shortly."
             )
         if target_variant is None:
-            return deployment.choose_variant()
+            return deployment, deployment.choose_variant()
         variant = deployment.variant(target_variant)
         if variant is None:
             names = ", ".join(v.name for v in deployment.variants)
             raise FrontDoorError(
                 400, "ValidationError", f"Endpoint {name} has no variant {target_variant!r} (it has {names})."
             )
-        return variant
+        return deployment, variant
 
     def _send(self, exchange: _Exchange) -> None:
         picked = exchange.variant.pick(exclude=exchange.tried)
@@ -191,7 +201,7 @@ class FrontDoor:
 class _Exchange:
     """One invocation on its way: the upstream callbacks, and where to retry."""
 
-    __slots__ = ("door", "name", "request", "request_id", "respond", "tried", "variant")
+    __slots__ = ("captured", "door", "name", "request", "request_id", "respond", "tried", "variant")
 
     def __init__(  # noqa: PLR0917 (built once per request on the hot path: positional on purpose)
         self, door: FrontDoor, name: str, variant: Variant, request: bytes, request_id: str, respond: Respond
@@ -199,9 +209,15 @@ class _Exchange:
         self.door, self.name, self.variant = door, name, variant
         self.request, self.request_id, self.respond = request, request_id, respond
         self.tried: list[Instance] = []
+        self.captured: tuple[str | None, bytes, str, str | None] | None = None  # set when sampled
 
     def answered(self, response: UpstreamResponse) -> None:
         self.respond(FrontDoor._answer(self.name, self.variant.name, response, self.request_id))
+        if self.captured is not None and response.status < 400 and self.door.capture is not None:
+            destination, body, content_type, inference_id = self.captured
+            answer_type = (response.header(b"content-type") or b"application/json").decode("latin-1")
+            line = capture_record(body, content_type, response.body, answer_type, inference_id)
+            self.door.capture.record(destination, self.name, self.variant.name, line)
 
     def failed(self, error: UpstreamError) -> None:
         if not error.answered:  # could not reach it: another instance of the variant, if any
@@ -211,6 +227,13 @@ class _Exchange:
             503, "ServiceUnavailable", f"Endpoint {self.name}: the instance failed before answering: {error.message}"
         )
         self.respond(render_error(lost, self.request_id))
+
+
+def _content_type(headers: list[tuple[bytes, bytes]]) -> str:
+    for key, value in headers:
+        if key == b"content-type":
+            return value.decode("latin-1")
+    return "application/json"  # what the model server assumes too
 
 
 def _model_error(name: str, variant: str, status: int, body: bytes) -> FrontDoorError:

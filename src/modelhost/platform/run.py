@@ -19,16 +19,17 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 
 from modelhost.control.api import build_api
-from modelhost.control.artifact_store import open_artifact_store
+from modelhost.control.artifact_store import ArtifactStore, open_artifact_store
 from modelhost.control.controller import Controller
 from modelhost.control.store import StateStore
 from modelhost.errors import ModelhostError
+from modelhost.frontdoor.capture import DataCapture
 from modelhost.frontdoor.protocol import ConnectionSettings, FrontDoorServer
 from modelhost.frontdoor.proxy import FrontDoor
 from modelhost.platform.settings import PlatformSettings
@@ -109,6 +110,22 @@ def _listen(host: str, port: int) -> socket.socket:
         raise ModelhostError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
+def _capture_destinations(
+    artifacts: ArtifactStore, settings: PlatformSettings
+) -> Callable[[str | None], ArtifactStore]:
+    """The store for a config's capture destination: the platform's own, or one opened (once) by URI."""
+    opened: dict[str, ArtifactStore] = {}
+
+    def destination(uri: str | None) -> ArtifactStore:
+        if uri is None:
+            return artifacts
+        if uri not in opened:
+            opened[uri] = open_artifact_store(uri, settings.s3_endpoint_url)
+        return opened[uri]
+
+    return destination
+
+
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
 
@@ -138,11 +155,13 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         launcher=launcher,
     )
     controller = Controller(store, runtime, artifacts)
+    capture = DataCapture(settings.state_dir / "capture-spool", _capture_destinations(artifacts, settings))
     front_door = FrontDoor(
         runtime,
         controller.known_status,
         max_payload_bytes=int(settings.max_payload_mb * 1024 * 1024),
         timeout_s=settings.request_timeout_s + 10,
+        capture=capture,
     )
     api = build_api(controller, token=token, scratch_dir=settings.state_dir / "tmp")
     api_server = _ApiServer(
@@ -164,6 +183,7 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
     _stop_on_signals(stop)
     api_task = asyncio.create_task(api_server.serve(sockets=[internal]))
     sweeper = asyncio.create_task(front_door.expire_overdue_forever())
+    capturing = asyncio.create_task(capture.run())
     try:
         await doors.start(public)
         await controller.recover()
@@ -182,6 +202,8 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         await asyncio.gather(api_task, return_exceptions=True)
         log.info("stopping every instance")
         await controller.shutdown()
+        capturing.cancel()  # its last flush ships what was captured
+        await asyncio.gather(capturing, return_exceptions=True)
         store.close()
         log.info("stopped")
     return 0
