@@ -48,6 +48,7 @@ class ServerSettings(BaseSettings):
     keep_alive_s: float = Field(60.0, gt=0, validation_alias=_env("MODELHOST_KEEP_ALIVE"))
     max_payload_mb: float = Field(6.0, gt=0, validation_alias=_env("MODELHOST_MAX_PAYLOAD_MB"))
     program: str | None = Field(None, validation_alias=_env("SAGEMAKER_PROGRAM"))
+    framework: str | None = Field(None, validation_alias=_env("MODELHOST_FRAMEWORK"))  # over modelhost.yaml
     default_accept: str | None = Field(None, validation_alias=_env("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"))
     cache_dir: Path = Field(Path.home() / ".cache" / "modelhost", validation_alias=_env("MODELHOST_CACHE_DIR"))
     s3_endpoint_url: str | None = Field(None, validation_alias=_env("MODELHOST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from modelhost.errors import ResourceInUse, ValidationFailed
 
+FRAMEWORKS = ("sklearn", "spacy", "transformers", "xgboost", "custom")  # what MODELHOST_FRAMEWORK accepts
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName
 
 
@@ -79,6 +80,8 @@ class Model:
         check_tags(self.tags)
         if not isinstance(self.artifact_uri, str) or not self.artifact_uri.strip():
             raise ValidationFailed("ModelDataUrl: an artifact URI or path is required")
+        if self.framework is not None and self.framework not in FRAMEWORKS:
+            raise ValidationFailed(f"Framework: {self.framework!r} is not one of {', '.join(FRAMEWORKS)}")
         for key, value in self.environment.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ValidationFailed(f"Environment: {key!r} must map a string to a string")

@@ -72,10 +72,11 @@ def _load(model_dir: Path, settings: ServerSettings) -> LoadedModel:
     handlers = load_handlers(program) if program else None
 
     adapter: Adapter | None
-    if manifest.framework == "custom":
+    framework = settings.framework or manifest.framework
+    if framework == "custom":
         adapter = None
-    elif manifest.framework:
-        adapter = adapter_named(manifest.framework)
+    elif framework:
+        adapter = adapter_named(framework)
     else:
         adapter = detect_adapter(model_dir)
 

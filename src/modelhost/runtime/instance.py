@@ -146,6 +146,12 @@ class Instance:
             "MODELHOST_PIN_WORKERS": "0",  # instances of several endpoints share the cores
             "MODELHOST_KEEP_ALIVE": "3600",  # the front door keeps its connections
             "MODELHOST_UNIX_SOCKETS": "1",
+            **({"MODELHOST_FRAMEWORK": self.spec.model.framework} if self.spec.model.framework else {}),
+            **(
+                {"MODELHOST_EXPECTED_SHA256": self.spec.model.artifact_sha256}
+                if self.spec.model.artifact_sha256
+                else {}
+            ),
             **self._environment,
             **self.spec.model.environment,
         }
