@@ -19,6 +19,7 @@ from datetime import datetime
 from modelhost.errors import ResourceInUse, ValidationFailed
 
 FRAMEWORKS = ("sklearn", "spacy", "transformers", "xgboost", "custom")  # what MODELHOST_FRAMEWORK accepts
+MODEL_MODES = ("SingleModel", "MultiModel")  # SageMaker's ContainerDefinition.Mode
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName
 
 
@@ -74,9 +75,12 @@ class Model:
     environment: Mapping[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    mode: str = "SingleModel"  # or "MultiModel": artifact_uri is a prefix of many models
 
     def __post_init__(self) -> None:
         check_name(self.name, "ModelName")
+        if self.mode not in MODEL_MODES:
+            raise ValidationFailed(f"Mode: {self.mode!r} is not one of {', '.join(MODEL_MODES)}")
         check_tags(self.tags)
         if not isinstance(self.artifact_uri, str) or not self.artifact_uri.strip():
             raise ValidationFailed("ModelDataUrl: an artifact URI or path is required")

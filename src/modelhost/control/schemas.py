@@ -51,6 +51,9 @@ class ModelIn(BaseModel):
     framework: str | None = Field(None, description="sklearn, spacy, transformers, xgboost; detected when left out")
     environment: dict[str, str] = Field(default_factory=dict, description="e.g. SAGEMAKER_PROGRAM")
     tags: dict[str, str] = Field(default_factory=dict)
+    mode: Literal["SingleModel", "MultiModel"] = Field(
+        "SingleModel", description="MultiModel: artifact_uri is a prefix; requests name a model under it"
+    )
 
     def to_resource(self) -> Model:
         return Model(
@@ -60,6 +63,7 @@ class ModelIn(BaseModel):
             self.framework,
             self.environment,
             tags=self.tags,
+            mode=self.mode,
         )
 
 
@@ -70,11 +74,13 @@ class ModelOut(BaseModel):
     framework: str | None
     environment: dict[str, str]
     tags: dict[str, str]
+    mode: str
     created_at: datetime | None
 
     @classmethod
     def of(cls, model: Model) -> ModelOut:
         return cls(
+            mode=model.mode,
             name=model.name,
             artifact_uri=model.artifact_uri,
             artifact_sha256=model.artifact_sha256,
@@ -151,6 +157,7 @@ class EndpointUpdate(BaseModel):
 
 class InstanceOut(BaseModel):
     index: int
+    target_model: str | None = Field(None, description="for a multi-model endpoint: the model it serves")
     state: str
     port: int | None
     pid: int | None
@@ -184,12 +191,24 @@ class EndpointOut(BaseModel):
                     RunningVariantOut(
                         name=variant.name,
                         weight=variant.weight,
-                        model_name=variant.instances[0].spec.model.name if variant.instances else "",
+                        model_name=variant.model_name,
                         instances=[
                             InstanceOut(
                                 index=i.spec.index, state=i.state.value, port=i.port, pid=i.pid, restarts=i.restarts
                             )
                             for i in variant.instances
+                        ]
+                        + [
+                            InstanceOut(
+                                index=host.spec.index,
+                                target_model=target,
+                                state=i.state.value,
+                                port=i.port,
+                                pid=i.pid,
+                                restarts=i.restarts,
+                            )
+                            for host in variant.hosts
+                            for target, i in host.loaded.items()
                         ],
                     )
                 )

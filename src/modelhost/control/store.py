@@ -51,6 +51,7 @@ models = Table(
     Column("artifact_uri", Text, nullable=False),
     Column("artifact_sha256", String(64)),
     Column("framework", String(32)),
+    Column("mode", String(16), nullable=False, server_default="SingleModel"),
     Column("environment", JSON, nullable=False),
     Column("tags", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -120,6 +121,7 @@ class StateStore:
             dict(model.environment),
             _now(),
             dict(model.tags),
+            model.mode,
         )
         try:
             with self._transaction() as db:
@@ -129,6 +131,7 @@ class StateStore:
                         artifact_uri=created.artifact_uri,
                         artifact_sha256=created.artifact_sha256,
                         framework=created.framework,
+                        mode=created.mode,
                         environment=dict(created.environment),
                         tags=dict(created.tags),
                         created_at=created.created_at,
@@ -311,6 +314,7 @@ def _model(row: Any) -> Model:
         dict(row["environment"]),
         _aware(row["created_at"]),
         dict(row["tags"]),
+        row["mode"],
     )
 
 

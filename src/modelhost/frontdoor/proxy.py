@@ -30,6 +30,7 @@ from modelhost.frontdoor.capture import DataCapture, capture_record
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment, Variant
 from modelhost.runtime.instance import Instance
+from modelhost.runtime.multimodel import MultiModelHost, TargetModelError, check_target
 
 log = logging.getLogger("modelhost.frontdoor")
 
@@ -114,9 +115,12 @@ class FrontDoor:
         target_variant = None
         request_id = ""
         inference_id = None
+        target_model = None
         for key, value in headers:
             if key in _FORWARDED:
                 forwarded.append((key, value))
+                if key == b"x-amzn-sagemaker-target-model":
+                    target_model = value.decode("latin-1")
             elif key == b"x-amzn-sagemaker-target-variant":
                 target_variant = value.decode("latin-1")
             elif key in _REQUEST_ID_HEADERS:
@@ -134,6 +138,18 @@ class FrontDoor:
             deployment, variant = self._variant(name, target_variant)
             request = encode_request(b"POST", b"/invocations", forwarded, body)
             exchange = _Exchange(self, name, variant, request, request_id, respond)
+            if variant.multi_model:
+                if not target_model:
+                    raise FrontDoorError(
+                        400,
+                        "ValidationError",
+                        f"Endpoint {name} serves many models: name one with X-Amzn-SageMaker-Target-Model.",
+                    )
+                try:
+                    exchange.target = check_target(target_model)
+                except TargetModelError as exc:
+                    raise FrontDoorError(400, "ValidationError", exc.message) from exc
+                exchange.host = variant.pick_host()
             capture = deployment.config.data_capture
             if self.capture is not None and capture.enabled and self.capture.sampled(capture.sampling_percentage):
                 exchange.captured = (capture.destination_uri, body, _content_type(forwarded), inference_id)
@@ -165,6 +181,9 @@ class FrontDoor:
         return deployment, variant
 
     def _send(self, exchange: _Exchange) -> None:
+        if exchange.host is not None:
+            self._send_to_target(exchange, exchange.host)
+            return
         picked = exchange.variant.pick(exclude=exchange.tried)
         if picked is None:
             error = FrontDoorError(
@@ -177,6 +196,38 @@ class FrontDoor:
         instance, pool = picked
         exchange.tried.append(instance)
         pool.send(exchange.request, self._timeout_s, exchange.answered, exchange.failed)
+
+    def _send_to_target(self, exchange: _Exchange, host: MultiModelHost) -> None:
+        """A multi-model request: to its target's server, loading it first (once) if need be."""
+        assert exchange.target is not None
+        instance = host.ready(exchange.target)
+        pool = instance.least_busy() if instance is not None else None
+        if instance is not None and pool is not None and instance not in exchange.tried:
+            exchange.tried.append(instance)
+            pool.send(exchange.request, self._timeout_s, exchange.answered, exchange.failed)
+            return
+        if exchange.loaded:
+            error = FrontDoorError(
+                503, "ServiceUnavailable", f"Endpoint {exchange.name}: target model {exchange.target} is not serving."
+            )
+            exchange.respond(render_error(error, exchange.request_id))
+            return
+        exchange.loaded = True
+        try:
+            task = host.load(exchange.target)
+        except TargetModelError as exc:
+            exchange.respond(render_error(FrontDoorError(400, "ValidationError", exc.message), exchange.request_id))
+            return
+
+        def loaded(task: asyncio.Task[Instance]) -> None:
+            error = None if task.cancelled() else task.exception()
+            if task.cancelled() or error is not None:
+                message = getattr(error, "message", None) or "the endpoint is being stopped"
+                exchange.respond(render_error(FrontDoorError(400, "ValidationError", message), exchange.request_id))
+                return
+            self._send_to_target(exchange, host)
+
+        task.add_done_callback(loaded)
 
     @staticmethod
     def _answer(name: str, variant: str, response: UpstreamResponse, request_id: str) -> bytes:
@@ -201,7 +252,19 @@ class FrontDoor:
 class _Exchange:
     """One invocation on its way: the upstream callbacks, and where to retry."""
 
-    __slots__ = ("captured", "door", "name", "request", "request_id", "respond", "tried", "variant")
+    __slots__ = (
+        "captured",
+        "door",
+        "host",
+        "loaded",
+        "name",
+        "request",
+        "request_id",
+        "respond",
+        "target",
+        "tried",
+        "variant",
+    )
 
     def __init__(  # noqa: PLR0917 (built once per request on the hot path: positional on purpose)
         self, door: FrontDoor, name: str, variant: Variant, request: bytes, request_id: str, respond: Respond
@@ -210,6 +273,9 @@ class _Exchange:
         self.request, self.request_id, self.respond = request, request_id, respond
         self.tried: list[Instance] = []
         self.captured: tuple[str | None, bytes, str, str | None] | None = None  # set when sampled
+        self.target: str | None = None  # a multi-model request's model, and the instance that serves it
+        self.host: MultiModelHost | None = None
+        self.loaded = False
 
     def answered(self, response: UpstreamResponse) -> None:
         self.respond(FrontDoor._answer(self.name, self.variant.name, response, self.request_id))

@@ -15,7 +15,7 @@ import random
 import time
 from bisect import bisect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from modelhost.control.resources import EndpointConfig, Model
 from modelhost.frontdoor.upstream import UpstreamPool
 from modelhost.runtime.instance import Instance, InstanceFailed, InstanceSpec, InstanceState
 from modelhost.runtime.launcher import Launcher
+from modelhost.runtime.multimodel import MODE_MULTI, MultiModelHost
 
 log = logging.getLogger("modelhost.runtime")
 
@@ -35,7 +36,17 @@ STABLE_S = 30.0  # an instance healthy this long has its restart count reset
 class Variant:
     name: str
     weight: float
-    instances: list[Instance]
+    instances: list[Instance]  # a single-model variant's instances
+    hosts: list[MultiModelHost] = field(default_factory=list)  # a multi-model variant's instead
+    model_name: str = ""
+
+    @property
+    def multi_model(self) -> bool:
+        return bool(self.hosts)
+
+    def pick_host(self) -> MultiModelHost:
+        """The multi-model instance with the fewest requests in flight."""
+        return min(self.hosts, key=lambda host: host.in_flight)
 
     def pick(self, exclude: Sequence[Instance] = ()) -> tuple[Instance, UpstreamPool] | None:
         """The healthy worker (of any instance not excluded) with the fewest requests in flight."""
@@ -67,7 +78,16 @@ class Deployment:
 
     @property
     def instances(self) -> list[Instance]:
-        return [instance for variant in self.variants for instance in variant.instances]
+        """Every running instance, a multi-model variant's loaded models included."""
+        found = [instance for variant in self.variants for instance in variant.instances]
+        for variant in self.variants:
+            for host in variant.hosts:
+                found.extend(host.loaded.values())
+        return found
+
+    @property
+    def hosts(self) -> list[MultiModelHost]:
+        return [host for variant in self.variants for host in variant.hosts]
 
     # -- routing -------------------------------------------------------------------------------------
     def choose_variant(self, rand: Callable[[], float] = random.random) -> Variant:
@@ -84,7 +104,10 @@ class Deployment:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Every instance healthy, or InstanceFailed (the first failure's message) with none left running."""
+        """Every instance healthy, or InstanceFailed (the first failure's message) with none left running.
+
+        A multi-model variant starts nothing here: its models load on their first request.
+        """
         results = await asyncio.gather(*(i.start() for i in self.instances), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -137,6 +160,7 @@ class Deployment:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.gather(*(host.stop() for host in self.hosts))
         await asyncio.gather(*(i.drain(drain_timeout_s) for i in self.instances))
         await asyncio.gather(*(i.stop(grace_s) for i in self.instances))
 
@@ -155,19 +179,42 @@ def build_deployment(
 ) -> Deployment:
     """Instances for every variant of ``config`` (not started), laid out under the endpoint's folders."""
     generation = time.strftime("%Y%m%dT%H%M%S") + f"-{random.randrange(16**4):04x}"
+
+    def make_instance(spec: InstanceSpec, suffix: str = "") -> Instance:
+        name = f"{spec.variant}-{spec.index}" + (f"-{suffix}" if suffix else "")
+        return Instance(
+            spec,
+            run_dir=run_root / endpoint / generation / name,
+            log_path=log_root / endpoint / f"{name}.log",
+            environment=environment,
+            load_timeout_s=load_timeout_s,
+            request_timeout_s=request_timeout_s,
+            launcher=launcher,
+        )
+
     variants = []
     for variant in config.variants:
-        instances = [
-            Instance(
-                InstanceSpec(endpoint, variant.variant_name, index, models[variant.model_name]),
-                run_dir=run_root / endpoint / generation / f"{variant.variant_name}-{index}",
-                log_path=log_root / endpoint / f"{variant.variant_name}-{index}.log",
-                environment=environment,
-                load_timeout_s=load_timeout_s,
-                request_timeout_s=request_timeout_s,
-                launcher=launcher,
-            )
+        model = models[variant.model_name]
+        specs = [
+            InstanceSpec(endpoint, variant.variant_name, index, model)
             for index in range(variant.initial_instance_count)
         ]
-        variants.append(Variant(variant.variant_name, variant.initial_weight, instances))
+        if model.mode == MODE_MULTI:
+            limits = model.environment
+            one_worker = replace(model, environment={"MODELHOST_WORKERS": "1", **model.environment})
+            hosts = [
+                MultiModelHost(
+                    replace(spec, model=one_worker),
+                    make_instance,
+                    max_models=int(limits.get("MODELHOST_MME_MAX_MODELS", "16")),
+                    max_memory_mb=float(limits["MODELHOST_MME_MAX_MEMORY_MB"])
+                    if "MODELHOST_MME_MAX_MEMORY_MB" in limits
+                    else None,
+                )
+                for spec in specs
+            ]
+            variants.append(Variant(variant.variant_name, variant.initial_weight, [], hosts, model.name))
+        else:
+            instances = [make_instance(spec) for spec in specs]
+            variants.append(Variant(variant.variant_name, variant.initial_weight, instances, [], model.name))
     return Deployment(endpoint, config, variants)
