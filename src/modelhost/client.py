@@ -137,6 +137,20 @@ class Client:
         if wait:
             self.wait_deleted(name, timeout_s)
 
+    def set_endpoint_access(self, name: str, *, require_api_key: bool) -> dict[str, Any]:
+        body = {"require_api_key": require_api_key}
+        return dict(self._json("PUT", f"/api/v1/endpoints/{name}/access", json=body))
+
+    def create_api_key(self, name: str, endpoints: list[str] | None = None) -> dict[str, Any]:
+        """A new invocation key; the result's ``key`` is the key itself, shown this once."""
+        return dict(self._json("POST", "/api/v1/api-keys", json={"name": name, "endpoints": endpoints}))
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/api-keys")["api_keys"])
+
+    def revoke_api_key(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/api-keys/{name}")
+
     def logs(self, name: str, max_bytes: int = 64 * 1024) -> str:
         return self._call("GET", f"/api/v1/endpoints/{name}/logs", params={"max_bytes": max_bytes}).text
 
@@ -218,6 +232,7 @@ class Client:
         framework: str | None = None,
         environment: Mapping[str, str] | None = None,
         instance_count: int = 1,
+        require_api_key: bool | None = None,
         wait: bool = True,
         timeout_s: float = 600.0,
         on_progress: Callable[[int, int], None] | None = None,
@@ -231,6 +246,8 @@ class Client:
         }
         if framework is not None:
             body["framework"] = framework
+        if require_api_key is not None:
+            body["require_api_key"] = require_api_key
         location = str(source)
         if "://" in location:
             body["artifact_uri"] = location
@@ -252,7 +269,9 @@ class Client:
         content_type: str = "application/json",
         accept: str | None = None,
         target_variant: str | None = None,
+        target_model: str | None = None,
         custom_attributes: str | None = None,
+        api_key: str | None = None,
     ) -> Invocation:
         """Invoke endpoint ``name`` with ``data`` (sent as JSON) or a raw ``body``."""
         payload = body if body is not None else orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -261,8 +280,12 @@ class Client:
             headers["accept"] = accept
         if target_variant:
             headers["x-amzn-sagemaker-target-variant"] = target_variant
+        if target_model:
+            headers["x-amzn-sagemaker-target-model"] = target_model
         if custom_attributes:
             headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
+        if api_key:
+            headers["x-api-key"] = api_key
         response = self._call("POST", f"/endpoints/{name}/invocations", content=payload, headers=headers)
         return Invocation(
             response.content,

@@ -120,6 +120,12 @@ _deploy_options = [
     click.option("--framework", help="sklearn, spacy, transformers, xgboost (default: detected)."),
     click.option("--env", "env_pairs", multiple=True, help="KEY=VALUE for the model server, e.g. SAGEMAKER_PROGRAM."),
     click.option("--instances", "instance_count", type=int, default=1, show_default=True, help="Instances to run."),
+    click.option(
+        "--require-api-key/--no-api-key",
+        "require_api_key",
+        default=None,
+        help="Invocations need an x-api-key (default: leave as it is; off for a new endpoint).",
+    ),
     click.option("--timeout", "timeout_s", type=float, default=600, show_default=True, help="Seconds to wait."),
     click.option("--url", help=_URL_HELP),
 ]
@@ -165,6 +171,8 @@ def update(name: str, source: str, env_pairs: tuple[str, ...], url: str | None, 
 @click.option("--content-type", default="application/json", show_default=True)
 @click.option("--accept", help="Media type wanted back.")
 @click.option("--variant", help="Send to this production variant.")
+@click.option("--target-model", help="A multi-model endpoint's model (a path under its prefix).")
+@click.option("--api-key", envvar="MODELHOST_API_KEY", help="For an endpoint that requires one ($MODELHOST_API_KEY).")
 @click.option("--url", help=_URL_HELP)
 def invoke(
     *,
@@ -174,6 +182,8 @@ def invoke(
     content_type: str,
     accept: str | None,
     variant: str | None,
+    target_model: str | None,
+    api_key: str | None,
     url: str | None,
 ) -> None:
     """Invoke endpoint NAME and print the model's answer."""
@@ -181,7 +191,15 @@ def invoke(
 
     body = data.encode() if data is not None else file_.read_bytes() if file_ is not None else sys.stdin.buffer.read()
     try:
-        answer = _client(url).invoke(name, body=body, content_type=content_type, accept=accept, target_variant=variant)
+        answer = _client(url).invoke(
+            name,
+            body=body,
+            content_type=content_type,
+            accept=accept,
+            target_variant=variant,
+            target_model=target_model,
+            api_key=api_key,
+        )
     except ClientError as exc:
         _fail(exc)
     sys.stdout.buffer.write(answer.body)
@@ -265,4 +283,76 @@ def rm(name: str, keep_models: bool, url: str | None) -> None:
     click.echo(f"deleted {name}", err=True)
 
 
-COMMANDS = [up, deploy, update, invoke, list_endpoints, describe, logs, rm]
+@click.command()
+@click.argument("name")
+@click.option(
+    "--require-api-key/--no-api-key", "require_api_key", required=True, help="Invocations need a key, or not."
+)
+@click.option("--url", help=_URL_HELP)
+def access(name: str, require_api_key: bool, url: str | None) -> None:
+    """Require (or stop requiring) an API key for endpoint NAME's invocations."""
+    from modelhost.client import ClientError
+
+    try:
+        _client(url).set_endpoint_access(name, require_api_key=require_api_key)
+    except ClientError as exc:
+        _fail(exc)
+    click.echo(f"{name}: invocations {'need' if require_api_key else 'do not need'} an API key", err=True)
+
+
+@click.group()
+def apikey() -> None:
+    """Keys for invoking endpoints that require one (x-api-key header)."""
+
+
+@apikey.command(name="create")
+@click.argument("name")
+@click.option("--endpoint", "endpoints", multiple=True, help="Only for this endpoint (repeatable; default: all).")
+@click.option("--url", help=_URL_HELP)
+def apikey_create(name: str, endpoints: tuple[str, ...], url: str | None) -> None:
+    """Create key NAME and print it: it is shown this once (only its hash is kept)."""
+    from modelhost.client import ClientError
+
+    try:
+        created = _client(url).create_api_key(name, list(endpoints) or None)
+    except ClientError as exc:
+        _fail(exc)
+    click.echo(created["key"])
+    click.echo(f"API key {name} created; store it now, it cannot be shown again.", err=True)
+
+
+@apikey.command(name="ls")
+@click.option("--url", help=_URL_HELP)
+def apikey_list(url: str | None) -> None:
+    """List the keys (names, prefixes and scopes; never the keys)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from modelhost.client import ClientError
+
+    try:
+        keys = _client(url).list_api_keys()
+    except ClientError as exc:
+        _fail(exc)
+    table = Table("name", "key starts", "endpoints", "created")
+    for key in keys:
+        scope = ", ".join(key["endpoints"]) if key["endpoints"] is not None else "all"
+        table.add_row(key["name"], key["key_prefix"] + "…", scope, (key["created_at"] or "")[:19].replace("T", " "))
+    Console().print(table)
+
+
+@apikey.command(name="revoke")
+@click.argument("name")
+@click.option("--url", help=_URL_HELP)
+def apikey_revoke(name: str, url: str | None) -> None:
+    """Revoke key NAME: invocations with it are refused from now on."""
+    from modelhost.client import ClientError
+
+    try:
+        _client(url).revoke_api_key(name)
+    except ClientError as exc:
+        _fail(exc)
+    click.echo(f"revoked {name}", err=True)
+
+
+COMMANDS = [up, deploy, update, invoke, list_endpoints, describe, logs, rm, access, apikey]

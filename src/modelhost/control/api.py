@@ -26,9 +26,13 @@ from modelhost import __version__
 from modelhost.control.controller import Controller, DeployRequest
 from modelhost.control.resources import check_name
 from modelhost.control.schemas import (
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyOut,
     ArtifactOut,
     DeployIn,
     DeployOut,
+    EndpointAccess,
     EndpointConfigIn,
     EndpointConfigOut,
     EndpointIn,
@@ -148,6 +152,27 @@ def build_api(
     ) -> EndpointOut:
         return view(await controller.delete_endpoint(name, with_deployed_resources=with_deployed_resources))
 
+    @router.put("/endpoints/{name}/access", tags=["access"])
+    async def set_endpoint_access(name: str, body: EndpointAccess) -> EndpointOut:
+        """Require (or stop requiring) an API key for the endpoint's invocations."""
+        return view(await controller.set_endpoint_access(name, require_api_key=body.require_api_key))
+
+    @router.post("/api-keys", status_code=201, tags=["access"])
+    async def create_api_key(body: ApiKeyIn) -> ApiKeyCreated:
+        """A new key for invocations; the response holds the key itself, shown this once."""
+        endpoints = tuple(body.endpoints) if body.endpoints is not None else None
+        record, secret = await controller.create_api_key(body.name, endpoints)
+        return ApiKeyCreated(**ApiKeyOut.of(record).model_dump(), key=secret)
+
+    @router.get("/api-keys", tags=["access"])
+    async def list_api_keys() -> dict[str, list[ApiKeyOut]]:
+        return {"api_keys": [ApiKeyOut.of(key) for key in await controller.list_api_keys()]}
+
+    @router.delete("/api-keys/{name}", status_code=204, tags=["access"])
+    async def revoke_api_key(name: str) -> None:
+        """Revoke a key: invocations with it are refused from now on."""
+        await controller.revoke_api_key(name)
+
     @router.get("/endpoints/{name}/logs", response_class=PlainTextResponse, tags=["endpoints"])
     async def endpoint_logs(name: str, max_bytes: Annotated[int, Query(ge=1, le=16 * 1024**2)] = 64 * 1024) -> str:
         """The end of each instance's log (model server output: loading, errors, tracebacks)."""
@@ -168,6 +193,8 @@ def build_api(
             body.data_capture.to_resource(),
         )
         endpoint, resource_name = await controller.deploy(request)
+        if body.require_api_key is not None:
+            endpoint = await controller.set_endpoint_access(body.endpoint_name, require_api_key=body.require_api_key)
         return DeployOut(endpoint=view(endpoint), model_name=resource_name, config_name=resource_name)
 
     _add_artifact_upload(router, controller, scratch_dir, max_artifact_bytes)

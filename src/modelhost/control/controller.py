@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from modelhost.control.access import KEY_PREFIX, AccessTable, key_sha256, new_key
 from modelhost.control.artifact_store import ArtifactStore
 from modelhost.control.resources import (
     DEPLOYED_FOR_TAG,
+    ApiKey,
     DataCaptureConfig,
     Endpoint,
     EndpointConfig,
@@ -56,6 +58,7 @@ class Controller:
         self.artifacts = artifacts
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the running lifecycle task per endpoint
         self._statuses: dict[str, str] = {}  # last known status per endpoint, for the front door
+        self.access = AccessTable()
 
     def known_status(self, name: str) -> str | None:
         """The endpoint's last known status, without a database call (None: no such endpoint)."""
@@ -63,6 +66,7 @@ class Controller:
 
     def _note(self, endpoint: Endpoint) -> Endpoint:
         self._statuses[endpoint.name] = endpoint.status.value
+        self.access.set_protected(endpoint.name, endpoint.require_api_key)
         return endpoint
 
     async def _db(self, call: Callable[..., T], *args: object) -> T:
@@ -258,11 +262,36 @@ class Controller:
         with contextlib.suppress(ResourceNotFound):
             await self._db(self.store.delete_endpoint, name)
         self._statuses.pop(name, None)
+        self.access.set_protected(name, False)
         log.info("endpoint %s: deleted", name)
+
+    # -- access -----------------------------------------------------------------------------------------
+    async def set_endpoint_access(self, name: str, *, require_api_key: bool) -> Endpoint:
+        return self._note(await self._db(lambda: self.store.set_endpoint_access(name, require_api_key=require_api_key)))
+
+    async def create_api_key(self, name: str, endpoints: tuple[str, ...] | None) -> tuple[ApiKey, str]:
+        """A new key; returned once, in the clear, with its record (which keeps only the hash)."""
+        secret = new_key()
+        record = await self._db(
+            self.store.create_api_key, ApiKey(name, key_sha256(secret), secret[: len(KEY_PREFIX) + 4], endpoints)
+        )
+        await self._reload_keys()
+        return record, secret
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self._db(self.store.list_api_keys)
+
+    async def revoke_api_key(self, name: str) -> None:
+        await self._db(self.store.delete_api_key, name)
+        await self._reload_keys()
+
+    async def _reload_keys(self) -> None:
+        self.access.replace_keys(await self.list_api_keys())
 
     # -- recovery and shutdown ------------------------------------------------------------------------
     async def recover(self) -> None:
         """Bring the stored endpoints back after a (re)start of the platform."""
+        await self._reload_keys()
         for endpoint in await self.list_endpoints():
             self._note(endpoint)
             if endpoint.status is EndpointStatus.DELETING:

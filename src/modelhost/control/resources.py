@@ -155,7 +155,24 @@ class Endpoint:
     failure_reason: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    require_api_key: bool = False  # invocations must carry a valid x-api-key
 
     def __post_init__(self) -> None:
         check_name(self.name, "EndpointName")
         check_name(self.config_name, "EndpointConfigName")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key for invocations. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    name: str
+    key_sha256: str
+    key_prefix: str  # the first characters, to recognise a key in a list
+    endpoints: tuple[str, ...] | None = None  # None: every endpoint that requires a key
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "ApiKeyName")
+        for endpoint in self.endpoints or ():
+            check_name(endpoint, "Endpoints")

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelhost.control.resources import (
+    ApiKey,
     DataCaptureConfig,
     Endpoint,
     EndpointConfig,
@@ -179,6 +180,7 @@ class EndpointOut(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     invocation_path: str
+    require_api_key: bool
     running_config_name: str | None = Field(description="the config the instances serve now (None: none running)")
     variants: list[RunningVariantOut]
 
@@ -220,6 +222,7 @@ class EndpointOut(BaseModel):
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
             invocation_path=f"/endpoints/{endpoint.name}/invocations",
+            require_api_key=endpoint.require_api_key,
             running_config_name=deployment.config.name if deployment is not None else None,
             variants=variants,
         )
@@ -236,6 +239,7 @@ class DeployIn(BaseModel):
     environment: dict[str, str] = Field(default_factory=dict)
     instance_count: int = Field(1, ge=1, le=64)
     data_capture: DataCaptureIn = Field(default_factory=DataCaptureIn)
+    require_api_key: bool | None = Field(None, description="set the endpoint's access (default: leave it)")
 
 
 class ArtifactOut(BaseModel):
@@ -247,6 +251,33 @@ class ArtifactOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str = Field(description="the error's type, e.g. ValidationException, ResourceNotFound")
     message: str
+
+
+class EndpointAccess(BaseModel):
+    model_config = _STRICT
+    require_api_key: bool = Field(description="invocations must carry a valid x-api-key header")
+
+
+class ApiKeyIn(BaseModel):
+    model_config = _STRICT
+    name: str
+    endpoints: list[str] | None = Field(None, description="the endpoints it may invoke (default: every one)")
+
+
+class ApiKeyOut(BaseModel):
+    name: str
+    key_prefix: str
+    endpoints: list[str] | None
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyOut:
+        endpoints = list(key.endpoints) if key.endpoints is not None else None
+        return cls(name=key.name, key_prefix=key.key_prefix, endpoints=endpoints, created_at=key.created_at)
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="the key itself: shown this once, stored only as a hash")
 
 
 class DeployOut(BaseModel):

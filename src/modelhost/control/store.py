@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     delete,
+    false,
     insert,
     select,
     update,
@@ -32,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from modelhost.control.resources import (
+    ApiKey,
     DataCaptureConfig,
     Endpoint,
     EndpointConfig,
@@ -86,6 +89,17 @@ endpoints = Table(
     Column("failure_reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("require_api_key", Boolean, nullable=False, server_default=false()),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("key_sha256", String(64), nullable=False, unique=True),
+    Column("key_prefix", String(16), nullable=False),
+    Column("endpoints", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -297,6 +311,44 @@ class StateStore:
                 check_transition(name, current.status, EndpointStatus.DELETING)
             db.execute(delete(endpoints).where(endpoints.c.name == name))
 
+    def set_endpoint_access(self, name: str, *, require_api_key: bool) -> Endpoint:
+        with self._transaction() as db:
+            self._read_endpoint(db, name)
+            db.execute(
+                update(endpoints)
+                .where(endpoints.c.name == name)
+                .values(require_api_key=require_api_key, updated_at=_now())
+            )
+            return self._read_endpoint(db, name)
+
+    # -- API keys -----------------------------------------------------------------------------------
+    def create_api_key(self, key: ApiKey) -> ApiKey:
+        created = ApiKey(key.name, key.key_sha256, key.key_prefix, key.endpoints, _now())
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    insert(api_keys).values(
+                        name=created.name,
+                        key_sha256=created.key_sha256,
+                        key_prefix=created.key_prefix,
+                        endpoints=list(created.endpoints) if created.endpoints is not None else None,
+                        created_at=created.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ResourceExists(f"API key {key.name!r} already exists") from exc
+        return created
+
+    def list_api_keys(self) -> list[ApiKey]:
+        with self._transaction() as db:
+            rows = db.execute(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.name)).mappings().all()
+        return [_api_key(row) for row in rows]
+
+    def delete_api_key(self, name: str) -> None:
+        with self._transaction() as db:
+            if db.execute(delete(api_keys).where(api_keys.c.name == name)).rowcount == 0:
+                raise ResourceNotFound(f"API key {name!r} does not exist")
+
     @staticmethod
     def _read_endpoint(db: Connection, name: str) -> Endpoint:
         row = db.execute(select(endpoints).where(endpoints.c.name == name)).mappings().first()
@@ -326,6 +378,18 @@ def _endpoint(row: Any) -> Endpoint:
         row["failure_reason"],
         _aware(row["created_at"]),
         _aware(row["updated_at"]),
+        bool(row["require_api_key"]),
+    )
+
+
+def _api_key(row: Any) -> ApiKey:
+    endpoints = row["endpoints"]
+    return ApiKey(
+        row["name"],
+        row["key_sha256"],
+        row["key_prefix"],
+        tuple(endpoints) if endpoints is not None else None,
+        _aware(row["created_at"]),
     )
 
 

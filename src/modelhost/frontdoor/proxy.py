@@ -53,6 +53,10 @@ class RouteTable(Protocol):
     def deployments(self) -> dict[str, Deployment]: ...
 
 
+class Access(Protocol):
+    def check(self, endpoint: str, presented: bytes | None) -> tuple[int, str, str] | None: ...
+
+
 class FrontDoorError(Exception):
     def __init__(self, status: int, code: str, message: str, **fields: Any) -> None:
         super().__init__(message)
@@ -98,8 +102,10 @@ class FrontDoor:
         max_payload_bytes: int = 6 * 1024 * 1024,
         timeout_s: float = 70.0,
         capture: DataCapture | None = None,
+        access: Access | None = None,
     ) -> None:
         self._routes = routes
+        self._access = access
         self.capture = capture
         self._endpoint_status = endpoint_status  # what the control plane knows of a name without a route
         self.max_payload_bytes = max_payload_bytes
@@ -116,6 +122,7 @@ class FrontDoor:
         request_id = ""
         inference_id = None
         target_model = None
+        api_key = None
         for key, value in headers:
             if key in _FORWARDED:
                 forwarded.append((key, value))
@@ -123,6 +130,8 @@ class FrontDoor:
                     target_model = value.decode("latin-1")
             elif key == b"x-amzn-sagemaker-target-variant":
                 target_variant = value.decode("latin-1")
+            elif key == b"x-api-key":
+                api_key = value
             elif key in _REQUEST_ID_HEADERS:
                 request_id = _PRINTABLE.sub("", value.decode("latin-1"))[:128]
                 if key == b"x-amzn-sagemaker-inference-id":
@@ -135,6 +144,8 @@ class FrontDoor:
                 raise FrontDoorError(404, "NotFound", f"no route {path}; invoke POST {PREFIX}<name>{SUFFIX}")
             if method != b"POST":
                 raise FrontDoorError(405, "MethodNotAllowed", f"use POST {path}")
+            if self._access is not None and (refused := self._access.check(name, api_key)) is not None:
+                raise FrontDoorError(*refused)
             deployment, variant = self._variant(name, target_variant)
             request = encode_request(b"POST", b"/invocations", forwarded, body)
             exchange = _Exchange(self, name, variant, request, request_id, respond)

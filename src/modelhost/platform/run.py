@@ -162,6 +162,7 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         max_payload_bytes=int(settings.max_payload_mb * 1024 * 1024),
         timeout_s=settings.request_timeout_s + 10,
         capture=capture,
+        access=controller.access,
     )
     api = build_api(controller, token=token, scratch_dir=settings.state_dir / "tmp")
     api_server = _ApiServer(
