@@ -115,9 +115,11 @@ class DataCapture:
         self._max_pending = max_pending
         self._pending: dict[tuple[str, str, str], list[bytes]] = {}  # (destination, endpoint, variant)
         self._spools: dict[tuple[str, str, str], _Spool] = {}
-        self._lock = threading.Lock()  # the spools belong to the flushing thread; shutdown joins it
-        self._unshipped: list[tuple[tuple[str, str, str], Path]] = []  # retried every RETRY_S
-        self._last_retry = 0.0
+        self._lock = threading.Lock()  # the spool files: appended in one thread at a time
+        self._ship_lock = threading.Lock()  # the queues of files to ship
+        self._to_ship: list[tuple[tuple[str, str, str], Path]] = []  # closed spool files, next to ship
+        self._unshipped: list[tuple[tuple[str, str, str], Path]] = []  # failed once; retried every RETRY_S
+        self._last_retry = time.monotonic()
         self.stats = CaptureStats()
 
     # -- the front door's side (event loop, no I/O) ---------------------------------------------------------
@@ -134,18 +136,45 @@ class DataCapture:
 
     # -- background ---------------------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Spool and ship until cancelled; then a last flush and everything shipped."""
-        await asyncio.to_thread(self._ship_leftovers)
+        """Spool and ship until cancelled; then everything pending is spooled and shipped.
+
+        Spooling and shipping run in separate threads, so a slow or unreachable store never
+        holds records in memory; a cancel waits for the thread work already handed out.
+        """
+        self._queue_leftovers()
+        shipper = asyncio.get_running_loop().create_task(self._ship_forever())
         try:
             while True:
                 await asyncio.sleep(self._flush_every_s)
-                pending, self._pending = self._pending, {}
-                await asyncio.to_thread(self._flush, pending, False)
+                await self._spool_pending(final=False)
         finally:
-            pending, self._pending = self._pending, {}
-            await asyncio.to_thread(self._flush, pending, True)
+            shipper.cancel()
+            await asyncio.gather(shipper, return_exceptions=True)
+            await self._spool_pending(final=True)
+            await asyncio.to_thread(self._ship_due, True)
+
+    async def _spool_pending(self, *, final: bool) -> None:
+        pending, self._pending = self._pending, {}
+        job = asyncio.ensure_future(asyncio.to_thread(self._flush, pending, final))
+        try:
+            await asyncio.shield(job)  # a cancel must not drop records already taken out of _pending
+        finally:
+            if not job.done():
+                await asyncio.wait([job])
+
+    async def _ship_forever(self) -> None:
+        while True:  # leftovers first, at once; then every flush interval
+            if self._to_ship or self._unshipped:
+                job = asyncio.ensure_future(asyncio.to_thread(self._ship_due, False))
+                try:
+                    await asyncio.shield(job)
+                finally:
+                    if not job.done():
+                        await asyncio.wait([job])
+            await asyncio.sleep(self._flush_every_s)
 
     def _flush(self, pending: dict[tuple[str, str, str], list[bytes]], final: bool) -> None:
+        """Append what was recorded to the spool files; queue the ones due (size, age, final) to ship."""
         with self._lock:
             for key, lines in pending.items():
                 self._append(key, lines)
@@ -153,12 +182,19 @@ class DataCapture:
             for key, spool in list(self._spools.items()):
                 if final or spool.size >= self._max_file_bytes or now - spool.opened >= self._max_file_age_s:
                     del self._spools[key]
-                    self._ship(key, spool.path)
+                    with self._ship_lock:
+                        self._to_ship.append((key, spool.path))
+
+    def _ship_due(self, final: bool) -> None:
+        """Ship the queued files, and (every RETRY_S, or at the end) those that failed before."""
+        with self._ship_lock:
+            now = time.monotonic()
+            due, self._to_ship = self._to_ship, []
             if self._unshipped and (final or now - self._last_retry >= RETRY_S):
                 self._last_retry = now
-                retry, self._unshipped = self._unshipped, []
-                for key, path in retry:
-                    self._ship(key, path)
+                due, self._unshipped = self._unshipped + due, []
+            for key, path in due:
+                self._ship(key, path)
 
     def _append(self, key: tuple[str, str, str], lines: list[bytes]) -> None:
         spool = self._spools.get(key)
@@ -197,18 +233,18 @@ class DataCapture:
             path.parent.rmdir()
         self.stats.shipped_files += 1
 
-    def _ship_leftovers(self) -> None:
-        """Spool files from an earlier run (a crash, or a store that was down): shipped now."""
+    def _queue_leftovers(self) -> None:
+        """Spool files from an earlier run (a crash, or a store that was down) go first in line to ship."""
         if not self._spool_dir.is_dir():
             return
-        with self._lock:
-            for folder in self._spool_dir.iterdir():
-                key = _decode_key(folder.name)
+        with self._ship_lock:
+            for folder in sorted(self._spool_dir.iterdir()):
+                key = _decode_key(folder.name) if folder.is_dir() else None
                 if key is None:
                     continue
                 for path in sorted(folder.glob("*.jsonl")):
                     if key not in self._spools or self._spools[key].path != path:
-                        self._ship(key, path)
+                        self._to_ship.append((key, path))
 
     def _error(self, kind: str, message: str) -> None:
         now = time.monotonic()
