@@ -36,6 +36,7 @@ from modelhost.runtime.local import LocalRuntime
 log = logging.getLogger("modelhost.control")
 
 T = TypeVar("T")
+_WAS_SERVING = (EndpointStatus.IN_SERVICE, EndpointStatus.UPDATING, EndpointStatus.SYSTEM_UPDATING)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Controller:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the running lifecycle task per endpoint
         self._statuses: dict[str, str] = {}  # last known status per endpoint, for the front door
         self.access = AccessTable()
+        self._updating: dict[str, str] = {}  # endpoint -> the config an update in progress moves it to
 
     def known_status(self, name: str) -> str | None:
         """The endpoint's last known status, without a database call (None: no such endpoint)."""
@@ -83,8 +85,16 @@ class Controller:
     async def list_models(self) -> list[Model]:
         return await self._db(self.store.list_models)
 
-    async def delete_model(self, name: str) -> None:
+    async def delete_model(self, name: str, *, leaving: str | None = None) -> None:
+        """Refused while an endpoint's config (other than ``leaving``, being deleted) uses it."""
         model = await self._db(self.store.get_model, name)
+        for config_name, endpoint in await self._configs_in_use(leaving):
+            config = await self._db(self.store.get_endpoint_config, config_name)
+            if any(v.model_name == name for v in config.variants):
+                raise ResourceInUse(
+                    f"model {name!r} is in use by endpoint {endpoint!r} (config {config_name!r}); "
+                    "update or delete the endpoint first"
+                )
         await self._db(self.store.delete_model, name)
         await self._forget_artifact(model.artifact_uri)
 
@@ -97,8 +107,22 @@ class Controller:
     async def list_endpoint_configs(self) -> list[EndpointConfig]:
         return await self._db(self.store.list_endpoint_configs)
 
-    async def delete_endpoint_config(self, name: str) -> None:
+    async def delete_endpoint_config(self, name: str, *, leaving: str | None = None) -> None:
+        for config_name, endpoint in await self._configs_in_use(leaving):
+            if config_name == name:
+                raise ResourceInUse(
+                    f"endpoint config {name!r} is in use by endpoint {endpoint!r}; update or delete the endpoint first"
+                )
         await self._db(self.store.delete_endpoint_config, name)
+
+    async def _configs_in_use(self, leaving: str | None = None) -> list[tuple[str, str]]:
+        """(config, endpoint) for every endpoint's config, and the target of every update in progress.
+
+        They must stay: the platform needs them to bring the endpoint back after a restart.
+        """
+        in_use = [(e.config_name, e.name) for e in await self.list_endpoints()]
+        in_use += [(config, endpoint) for endpoint, config in self._updating.items()]
+        return [(config, endpoint) for config, endpoint in in_use if endpoint != leaving]
 
     # -- endpoints ----------------------------------------------------------------------------------
     async def describe_endpoint(self, name: str) -> Endpoint:
@@ -237,6 +261,13 @@ class Controller:
         log.info("endpoint %s: InService on %s", name, config_name)
 
     async def _roll_over(self, name: str, config_name: str, was_serving: bool) -> None:
+        self._updating[name] = config_name
+        try:
+            await self._roll_over_to(name, config_name, was_serving)
+        finally:
+            self._updating.pop(name, None)
+
+    async def _roll_over_to(self, name: str, config_name: str, was_serving: bool) -> None:
         try:
             config, models = await self._resolve(config_name)
             await self.runtime.deploy(name, config, models, self._failure_reporter(name))
@@ -292,14 +323,21 @@ class Controller:
     async def recover(self) -> None:
         """Bring the stored endpoints back after a (re)start of the platform."""
         await self._reload_keys()
-        for endpoint in await self.list_endpoints():
-            self._note(endpoint)
-            if endpoint.status is EndpointStatus.DELETING:
-                self._start(endpoint.name, self._tear_down(endpoint.name, None))
-            elif endpoint.status in (EndpointStatus.IN_SERVICE, EndpointStatus.CREATING):
-                self._start(endpoint.name, self._restore(endpoint))
-            elif endpoint.status is EndpointStatus.UPDATING:  # the platform stopped mid-update
-                self._start(endpoint.name, self._restore(endpoint, interrupted_update=True))
+        for stored in await self.list_endpoints():
+            self._note(stored)
+            if stored.status is EndpointStatus.DELETING:
+                self._start(stored.name, self._tear_down(stored.name, None))
+            elif stored.status is EndpointStatus.CREATING:
+                self._start(stored.name, self._restore(stored))
+            elif stored.status in _WAS_SERVING:
+                # Not InService until it serves again; an update the stop interrupted is not resumed.
+                endpoint = stored
+                if stored.status is not EndpointStatus.SYSTEM_UPDATING:
+                    endpoint = self._note(
+                        await self._db(self.store.set_endpoint_status, stored.name, EndpointStatus.SYSTEM_UPDATING)
+                    )
+                interrupted = stored.status is EndpointStatus.UPDATING
+                self._start(stored.name, self._restore(endpoint, interrupted_update=interrupted))
 
     async def _restore(self, endpoint: Endpoint, *, interrupted_update: bool = False) -> None:
         log.info("endpoint %s: restoring %s (%s)", endpoint.name, endpoint.config_name, endpoint.status.value)
@@ -348,15 +386,16 @@ class Controller:
         """Delete the configs and models ``deploy`` made for endpoint ``name`` (and their stored artifacts)."""
         for config in await self.list_endpoint_configs():
             if config.tags.get(DEPLOYED_FOR_TAG) == name:
-                await self._discard_quietly(self.delete_endpoint_config, config.name)
+                await self._discard_quietly(self.delete_endpoint_config, config.name, name)
         for model in await self.list_models():
             if model.tags.get(DEPLOYED_FOR_TAG) == name:
-                await self._discard_quietly(self.delete_model, model.name)
+                await self._discard_quietly(self.delete_model, model.name, name)
 
     @staticmethod
-    async def _discard_quietly(delete: Callable[[str], Awaitable[None]], name: str) -> None:
-        with contextlib.suppress(ResourceNotFound):
-            await delete(name)
+    async def _discard_quietly(delete: Callable[..., Awaitable[None]], resource: str, endpoint: str) -> None:
+        """Gone already, or still used by another endpoint someone pointed at it: left alone."""
+        with contextlib.suppress(ResourceNotFound, ResourceInUse):
+            await delete(resource, leaving=endpoint)
 
     async def _forget_artifact(self, uri: str) -> None:
         """Delete a stored artifact once no model refers to it."""

@@ -48,15 +48,19 @@ class EndpointStatus(enum.StrEnum):
     UPDATING = "Updating"
     FAILED = "Failed"
     DELETING = "Deleting"
+    SYSTEM_UPDATING = "SystemUpdating"  # the platform restarted and is bringing the instances back
 
 
-# Which status may follow which: a failed update returns to InService on the old config.
+_S = EndpointStatus
+# Which status may follow which: a failed update returns to InService on the old config; after a
+# restart of the platform an endpoint that was serving is SystemUpdating until it serves again.
 _NEXT: Mapping[EndpointStatus, frozenset[EndpointStatus]] = {
-    EndpointStatus.CREATING: frozenset({EndpointStatus.IN_SERVICE, EndpointStatus.FAILED, EndpointStatus.DELETING}),
-    EndpointStatus.IN_SERVICE: frozenset({EndpointStatus.UPDATING, EndpointStatus.DELETING, EndpointStatus.FAILED}),
-    EndpointStatus.UPDATING: frozenset({EndpointStatus.IN_SERVICE, EndpointStatus.FAILED}),
-    EndpointStatus.FAILED: frozenset({EndpointStatus.UPDATING, EndpointStatus.DELETING, EndpointStatus.CREATING}),
-    EndpointStatus.DELETING: frozenset(),
+    _S.CREATING: frozenset({_S.IN_SERVICE, _S.FAILED, _S.DELETING}),
+    _S.IN_SERVICE: frozenset({_S.UPDATING, _S.DELETING, _S.FAILED, _S.SYSTEM_UPDATING}),
+    _S.UPDATING: frozenset({_S.IN_SERVICE, _S.FAILED, _S.SYSTEM_UPDATING}),
+    _S.SYSTEM_UPDATING: frozenset({_S.IN_SERVICE, _S.FAILED, _S.DELETING}),
+    _S.FAILED: frozenset({_S.UPDATING, _S.DELETING, _S.CREATING}),
+    _S.DELETING: frozenset(),
 }
 
 

@@ -175,7 +175,7 @@ class RunningVariantOut(BaseModel):
 class EndpointOut(BaseModel):
     name: str
     config_name: str
-    status: Literal["Creating", "InService", "Updating", "Failed", "Deleting"]
+    status: Literal["Creating", "InService", "Updating", "SystemUpdating", "Failed", "Deleting"]
     failure_reason: str | None
     created_at: datetime | None
     updated_at: datetime | None

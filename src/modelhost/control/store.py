@@ -291,12 +291,14 @@ class StateStore:
     def set_endpoint_status(
         self, name: str, status: EndpointStatus, *, failure_reason: str | None = None, config_name: str | None = None
     ) -> Endpoint:
-        """Move an endpoint along its lifecycle (optionally onto another config), checked."""
+        """Move an endpoint along its lifecycle (optionally onto another config), checked.
+
+        The config is not looked up: like SageMaker's, an endpoint may run on a config deleted
+        since (the controller checks it exists when an update starts).
+        """
         with self._transaction() as db:
             current = self._read_endpoint(db, name)
             check_transition(name, current.status, status)
-            if config_name is not None:
-                self._read_config(db, config_name)
             values: dict[str, Any] = {"status": status.value, "failure_reason": failure_reason, "updated_at": _now()}
             if config_name is not None:
                 values["config_name"] = config_name

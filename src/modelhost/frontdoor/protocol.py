@@ -33,6 +33,12 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HIGH_WATER = 1 << 20
 
 
+def _too_large(limit: int) -> FrontDoorError:
+    return FrontDoorError(
+        413, "ValidationError", f"the request body is larger than the limit of {limit / 1024**2:g} MB"
+    )
+
+
 class ConnectionSettings:
     def __init__(self, *, api_host: str, api_port: int, read_timeout_s: float = 30.0, keep_alive_s: float = 60.0):
         self.api_host = api_host
@@ -67,14 +73,7 @@ class _Invocation(_Job):
     def feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size > self._connection.door.max_payload_bytes:
-            self._connection.refuse(
-                FrontDoorError(
-                    413,
-                    "ValidationError",
-                    f"the request body is larger than the limit of "
-                    f"{self._connection.door.max_payload_bytes / 1024 / 1024:g} MB",
-                )
-            )
+            self._connection.refuse(_too_large(self._connection.door.max_payload_bytes))
             return
         self._chunks.append(chunk)
 
@@ -247,6 +246,11 @@ class FrontDoorProtocol(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         job: _Job
         if path.startswith(PREFIX):
+            limit = self.door.max_payload_bytes
+            for name, value in self._headers:
+                if name == b"content-length" and value.isdigit() and int(value) > limit:
+                    self.refuse(_too_large(limit))  # said up front: not read at all
+                    return
             job = _Invocation(self, method, path, self._headers)
         else:
             head = [method, b" ", self._url, b" HTTP/1.1\r\n"]

@@ -79,13 +79,15 @@ def render(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> byte
     return b"".join(parts)
 
 
-def render_error(error: FrontDoorError, request_id: str) -> bytes:
+def render_error(error: FrontDoorError, request_id: str, *, close: bool = False) -> bytes:
     body = orjson.dumps({"error": error.code, "message": error.message, **error.fields, "request_id": request_id})
     headers = [
         (b"content-type", b"application/json"),
         (b"x-amzn-errortype", error.code.encode()),
         (b"x-amzn-requestid", request_id.encode()),
     ]
+    if close:
+        headers.append((b"connection", b"close"))
     if error.status == 405:
         headers.append((b"allow", b"POST"))
     if error.status == 503:
@@ -169,8 +171,8 @@ class FrontDoor:
             respond(render_error(exc, request_id))
 
     def reject(self, error: FrontDoorError, respond: Respond) -> None:
-        """Answer a request the protocol refused before it was complete (e.g. too large)."""
-        respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}"))
+        """Answer a request the protocol refused before it was complete (e.g. too large); it then closes."""
+        respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}", close=True))
 
     def _variant(self, name: str, target_variant: str | None) -> tuple[Deployment, Variant]:
         deployment = self._routes.route(name)
