@@ -31,6 +31,7 @@ from modelhost.settings import ServerSettings
 log = logging.getLogger("modelhost.worker")
 
 HEARTBEAT_INTERVAL_S = 0.5
+DRAIN_GRACE_S = 0.3  # a recycled worker: from closing its listener to its shutdown
 
 
 def run_worker(
@@ -166,16 +167,23 @@ class _Warden:
         self._slot, self._board, self._stop_requested = slot, board, stop_requested
         self._master_pid = master_pid
         self._server: uvicorn.Server | None = None
+        self._recycling = False
 
     def attach(self, server: uvicorn.Server) -> None:
         self._server = server
 
     def recycle(self, reason: str) -> None:
-        if self._server is None or self._server.should_exit:
+        if self._server is None or self._server.should_exit or self._recycling:
             return
+        self._recycling = True
         log.error("worker %d: %s; replacing this worker", self._slot, reason)
         self._board.mark_draining(self._slot)
-        self._server.should_exit = True
+        # Stop accepting now, but leave the connections accepted a moment ago time to send their
+        # request (answered 503 "retry"): uvicorn's shutdown closes idle connections unanswered.
+        for listener in getattr(self._server, "servers", []):
+            listener.close()
+        server = self._server
+        asyncio.get_running_loop().call_later(DRAIN_GRACE_S, setattr, server, "should_exit", True)
         if os.getppid() == self._master_pid:  # never signal whoever adopted an orphan
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._master_pid, signal.SIGUSR1)
