@@ -33,7 +33,7 @@ from modelhost.frontdoor.capture import DataCapture, capture_record
 pytestmark = pytest.mark.timeout(20)
 
 TARGET = re.compile(
-    r"^capture/(?P<endpoint>[^/]+)/(?P<variant>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/"
+    r"^(?:capture/)?(?P<endpoint>[^/]+)/(?P<variant>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/"
     r"(?P<stamp>(?P<sy>\d{4})(?P<sm>\d{2})(?P<sd>\d{2})T(?P<sh>\d{2})\d{4})-[0-9a-f]{12}\.jsonl$"
 )
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

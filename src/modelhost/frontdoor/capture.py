@@ -3,7 +3,9 @@
     front door ─► record()            an in-memory list per (endpoint, variant); no I/O on the loop
     every 0.5 s ─► spool (thread)     appended to a local spool file: on disk within half a second
     rotation   ─► ship (thread)       a spool file past its size or age goes to the destination as
-                                      <prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<time>-<id>.jsonl
+                                      <destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/<time>-<id>.jsonl
+                                      (SageMaker's layout), or to capture/<endpoint>/... in the
+                                      platform's artifact store
     start      ─► ship leftovers      spool files a crash left behind are shipped first
 
 A full disk or an unreachable store degrades capture, never a prediction: the error is logged
@@ -218,7 +220,9 @@ class DataCapture:
         destination, endpoint, variant = key
         stamp = path.name[:15]  # yyyymmddThhmmss
         hour = f"{stamp[0:4]}/{stamp[4:6]}/{stamp[6:8]}/{stamp[9:11]}"
-        target = f"capture/{endpoint}/{variant}/{hour}/{path.name}"
+        # SageMaker's layout under a destination of the config's own; under "capture/" in the
+        # platform's artifact store, beside the models.
+        target = f"{'' if destination else 'capture/'}{endpoint}/{variant}/{hour}/{path.name}"
         try:
             store = self._destination(destination or None)
             store.put_bytes(target, path.read_bytes())

@@ -66,6 +66,7 @@ class Deployment:
     config: EndpointConfig
     variants: list[Variant]
     on_failure: Callable[[str], None] = lambda reason: None
+    run_dir: Path | None = None  # this deployment's folder of instance folders
     _cumulative: list[float] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _retired: bool = False
@@ -217,4 +218,4 @@ def build_deployment(
         else:
             instances = [make_instance(spec) for spec in specs]
             variants.append(Variant(variant.variant_name, variant.initial_weight, instances, [], model.name))
-    return Deployment(endpoint, config, variants)
+    return Deployment(endpoint, config, variants, run_dir=run_root / endpoint / generation)

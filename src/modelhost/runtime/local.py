@@ -90,12 +90,12 @@ class LocalRuntime:
             await self._launcher.stop()
 
     async def _retire(self, deployment: Deployment) -> None:
+        instances = deployment.instances  # before retiring: a multi-model host forgets its own
         await deployment.retire(drain_timeout_s=self._request_timeout_s + 5)
-        for instance in deployment.instances:
+        for instance in instances:
             instance.remove_files()
-        generation = {i.run_dir.parent for i in deployment.instances}
-        for folder in generation:
-            shutil.rmtree(folder, ignore_errors=True)
+        if deployment.run_dir is not None:
+            shutil.rmtree(deployment.run_dir, ignore_errors=True)
 
     def logs(self, endpoint: str, max_bytes: int = 64 * 1024) -> str:
         """The end of each instance log of ``endpoint``, one section per instance."""

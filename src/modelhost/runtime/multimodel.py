@@ -70,6 +70,7 @@ class MultiModelHost:
         self._loading: dict[str, asyncio.Task[Instance]] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._loads = 0
 
     @property
     def in_flight(self) -> int:
@@ -97,6 +98,10 @@ class MultiModelHost:
         model: Model = replace(self.spec.model, artifact_uri=target_uri(self.spec.model.artifact_uri, target))
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", target)
         instance = self._make_instance(replace(self.spec, model=model), safe)
+        # A folder of its own per load: a dying or evicted server of the same target may still
+        # be removing its folder while this one starts.
+        self._loads += 1
+        instance.run_dir = instance.run_dir.with_name(f"{instance.run_dir.name}-{self._loads}")
         log.info("multi-model %s: loading %s", self.spec.label, target)
         try:
             await instance.start()
