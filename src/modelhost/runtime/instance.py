@@ -143,7 +143,6 @@ class Instance:
             "MODELHOST_PORT_FILE": str(port_file),
             "MODELHOST_PARENT_PID": str(os.getpid()),
             "MODELHOST_CACHE_DIR": str(self.run_dir / "cache"),
-            "MODELHOST_PIN_WORKERS": "0",  # instances of several endpoints share the cores
             "MODELHOST_KEEP_ALIVE": "3600",  # the front door keeps its connections
             "MODELHOST_UNIX_SOCKETS": "1",
             **({"MODELHOST_FRAMEWORK": self.spec.model.framework} if self.spec.model.framework else {}),
