@@ -109,8 +109,10 @@ class SeaweedS3:
     def command(self) -> list[str]:
         ports, sockets = self._ports, self._socket_dir
         assert sockets is not None
+        (self.root / "logs").mkdir(exist_ok=True)
         return [
             self.weed,
+            f"-logdir={self.root / 'logs'}",  # its log files, which default to /tmp, stay with the test
             "server",
             f"-dir={self.root / 'data'}",
             "-ip=127.0.0.1",
