@@ -145,6 +145,7 @@ class Launcher:
         self._replies: asyncio.Queue[int] = asyncio.Queue()
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._ready: asyncio.Future[int] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Start the launcher (its imports run in the background: this returns at once)."""
@@ -193,7 +194,10 @@ class Launcher:
                     if not future.done():
                         future.set_result(int(message["code"]))
         finally:
-            log.warning("the instance launcher stopped")
+            if self._stopping:
+                log.info("the instance launcher stopped")
+            else:
+                log.warning("the instance launcher stopped unexpectedly; the next instance starts a new one")
             if not ready.done():
                 ready.set_exception(OSError("the instance launcher did not start"))
             replies.put_nowait(-1)
@@ -203,6 +207,7 @@ class Launcher:
             self._exits.clear()
 
     async def stop(self) -> None:
+        self._stopping = True
         process = self._process
         if process is not None and process.returncode is None:
             assert process.stdin is not None
