@@ -154,6 +154,20 @@ class Client:
     def logs(self, name: str, max_bytes: int = 64 * 1024) -> str:
         return self._call("GET", f"/api/v1/endpoints/{name}/logs", params={"max_bytes": max_bytes}).text
 
+    def follow_logs(self, name: str) -> Iterator[bytes]:
+        """New log lines of every instance of ``name`` as they are written, until the caller stops."""
+        self.describe_endpoint(name)  # a missing endpoint is a ClientError now, not a silent stream
+        try:
+            with self._http.stream(
+                "GET", f"/api/v1/endpoints/{name}/logs", params={"follow": "true"}, timeout=None
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise ClientError(0, "ConnectionError", f"lost the log stream from {self.url}: {exc}") from exc
+
     # -- waiting -----------------------------------------------------------------------------------------
     def wait_in_service(
         self,

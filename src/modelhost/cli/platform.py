@@ -257,15 +257,24 @@ def describe(name: str, url: str | None) -> None:
 @click.command()
 @click.argument("name")
 @click.option("--bytes", "max_bytes", type=int, default=64 * 1024, show_default=True, help="How much of each log.")
+@click.option("-f", "--follow", is_flag=True, help="Then print new lines as they come (Ctrl-C to stop).")
 @click.option("--url", help=_URL_HELP)
-def logs(name: str, max_bytes: int, url: str | None) -> None:
+def logs(name: str, max_bytes: int, follow: bool, url: str | None) -> None:
     """Print the end of each instance log of endpoint NAME."""
     from modelhost.client import ClientError
 
+    client = _client(url)
     try:
-        sys.stdout.write(_client(url).logs(name, max_bytes))
+        sys.stdout.write(client.logs(name, max_bytes))
+        sys.stdout.flush()
+        if follow:
+            for chunk in client.follow_logs(name):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
     except ClientError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        pass
 
 
 @click.command()

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelhost import __version__
@@ -174,10 +174,16 @@ def build_api(
         await controller.revoke_api_key(name)
 
     @router.get("/endpoints/{name}/logs", response_class=PlainTextResponse, tags=["endpoints"])
-    async def endpoint_logs(name: str, max_bytes: Annotated[int, Query(ge=1, le=16 * 1024**2)] = 64 * 1024) -> str:
+    async def endpoint_logs(
+        name: str,
+        max_bytes: Annotated[int, Query(ge=1, le=16 * 1024**2)] = 64 * 1024,
+        follow: Annotated[bool, Query(description="stream new lines as they are written")] = False,
+    ) -> Response:
         """The end of each instance's log (model server output: loading, errors, tracebacks)."""
         await controller.describe_endpoint(name)
-        return controller.logs(name, max_bytes)
+        if follow:
+            return StreamingResponse(controller.runtime.follow_logs(name), media_type="text/plain")
+        return PlainTextResponse(controller.logs(name, max_bytes))
 
     # -- deploy and artifacts -----------------------------------------------------------------------------
     @router.post("/deployments", status_code=202, tags=["deploy"])

@@ -169,6 +169,11 @@ class _Relay(_Job, asyncio.Protocol):
     def resume_writing(self) -> None:
         self._connection.resume_reading()
 
+    def abort(self) -> None:
+        self._done = True
+        if self._transport is not None:
+            self._transport.abort()
+
     def _give_up(self, reason: str) -> None:
         if self._done:
             return
@@ -216,6 +221,9 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._closed = True
         self._disarm()
         self.settings.connections.discard(self)
+        for job in self._jobs:  # a relayed response (a log being followed) has no one to go to
+            if isinstance(job, _Relay):
+                job.abort()
 
     def pause_writing(self) -> None:
         pass  # responses are bounded (one body per request); relays check the buffer themselves

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from modelhost.control.resources import EndpointConfig, Model
@@ -96,6 +96,31 @@ class LocalRuntime:
             instance.remove_files()
         if deployment.run_dir is not None:
             shutil.rmtree(deployment.run_dir, ignore_errors=True)
+
+    async def follow_logs(self, endpoint: str, every_s: float = 0.5) -> AsyncIterator[bytes]:
+        """New lines of every instance log of ``endpoint`` as they are written, each prefixed with
+        its instance (``[AllTraffic-0] ...``); logs of instances that start later are picked up."""
+        folder = self.log_root / endpoint
+        offsets = {path: path.stat().st_size for path in folder.glob("*.log")} if folder.is_dir() else {}
+        partial: dict[Path, bytes] = {}
+        while True:
+            out = []
+            for path in sorted(folder.glob("*.log")) if folder.is_dir() else []:
+                start = offsets.get(path, 0)
+                try:
+                    with path.open("rb") as handle:
+                        handle.seek(start)
+                        data = handle.read(1 << 20)
+                except FileNotFoundError:
+                    continue
+                offsets[path] = start + len(data)
+                lines = (partial.pop(path, b"") + data).split(b"\n")
+                if lines[-1]:
+                    partial[path] = lines[-1]
+                out += [b"[" + path.stem.encode() + b"] " + line + b"\n" for line in lines[:-1]]
+            if out:
+                yield b"".join(out)
+            await asyncio.sleep(every_s)
 
     def logs(self, endpoint: str, max_bytes: int = 64 * 1024) -> str:
         """The end of each instance log of ``endpoint``, one section per instance."""
