@@ -150,6 +150,16 @@ def test_a_body_under_the_limit_is_served(http: httpx.Client) -> None:
 
 
 # -- the REST API ---------------------------------------------------------------------------------------
+def test_a_malformed_api_body_says_where_the_json_breaks(http: httpx.Client) -> None:
+    response = http.post(
+        "/api/v1/endpoint-configs", content=b'{"name": "c", "variants": [', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    body = error_of(response)
+    assert body["error"] == "ValidationException"
+    assert body["message"].startswith("body: malformed JSON at character ")
+
+
 def test_api_validation_errors_name_the_field(http: httpx.Client) -> None:
     bad_name = http.post("/api/v1/models", json={"name": "bad_name!", "artifact_uri": "/models/x"})
     assert bad_name.status_code == 400

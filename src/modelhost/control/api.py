@@ -279,6 +279,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for error in exc.errors():
+            if error["type"] == "json_invalid":  # its location is a character offset, not a field
+                problems.append(f"body: malformed JSON at character {error['loc'][-1]}")
+                continue
             where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
             problems.append(f"{where}: {error['msg']}")
         return JSONResponse({"error": "ValidationException", "message": "; ".join(problems)}, 400)

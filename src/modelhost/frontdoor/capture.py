@@ -116,6 +116,7 @@ class DataCapture:
         self._flush_every_s = flush_every_s
         self._max_pending = max_pending
         self._pending: dict[tuple[str, str, str], list[bytes]] = {}  # (destination, endpoint, variant)
+        self._pending_count = 0
         self._spools: dict[tuple[str, str, str], _Spool] = {}
         self._lock = threading.Lock()  # the spool files: appended in one thread at a time
         self._ship_lock = threading.Lock()  # the queues of files to ship
@@ -130,10 +131,11 @@ class DataCapture:
         return percentage >= 100 or random.random() * 100 < percentage
 
     def record(self, destination: str | None, endpoint: str, variant: str, line: bytes) -> None:
-        if sum(len(lines) for lines in self._pending.values()) >= self._max_pending:
+        if self._pending_count >= self._max_pending:
             self.stats.dropped += 1  # the spool is not keeping up: shed, never block
             return
         self._pending.setdefault((destination or "", endpoint, variant), []).append(line)
+        self._pending_count += 1
         self.stats.captured += 1
 
     # -- background ---------------------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ class DataCapture:
             await asyncio.to_thread(self._ship_due, True)
 
     async def _spool_pending(self, *, final: bool) -> None:
-        pending, self._pending = self._pending, {}
+        pending, self._pending, self._pending_count = self._pending, {}, 0
         job = asyncio.ensure_future(asyncio.to_thread(self._flush, pending, final))
         try:
             await asyncio.shield(job)  # a cancel must not drop records already taken out of _pending

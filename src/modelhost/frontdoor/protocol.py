@@ -197,6 +197,7 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect_continue = False
+        self._content_length = -1  # of the request being read; -1: not said
         self.deadline = math.inf  # loop time; the server's sweep acts on it (no timer per request)
         self._closed = False
         self._paused = False
@@ -236,6 +237,7 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._expect_continue = False
+        self._content_length = -1
         self._arm(self.settings.read_timeout_s)
 
     def on_url(self, url: bytes) -> None:
@@ -243,6 +245,8 @@ class FrontDoorProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
+        if name == b"content-length":
+            self._content_length = int(value) if value.isdigit() else -1
         if name == b"expect":
             self._expect_continue = value.lower() == b"100-continue"
             return  # answered here; not passed on
@@ -254,11 +258,9 @@ class FrontDoorProtocol(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         job: _Job
         if path.startswith(PREFIX):
-            limit = self.door.max_payload_bytes
-            for name, value in self._headers:
-                if name == b"content-length" and value.isdigit() and int(value) > limit:
-                    self.refuse(_too_large(limit))  # said up front: not read at all
-                    return
+            if self._content_length > self.door.max_payload_bytes:
+                self.refuse(_too_large(self.door.max_payload_bytes))  # said up front: not read at all
+                return
             job = _Invocation(self, method, path, self._headers)
         else:
             head = [method, b" ", self._url, b" HTTP/1.1\r\n"]
