@@ -6,7 +6,8 @@
      │    ├── ValidationFailed (400)    a field is missing or wrong (the message names it)
      │    ├── ResourceNotFound (404)
      │    ├── ResourceExists (409)
-     │    └── ResourceInUse (409)       still referenced, or in a state that forbids it
+     │    ├── ResourceInUse (409)       still referenced, or in a state that forbids it
+     │    └── ResourceLimitExceeded (429) more instances than the platform may run
      ├── ModelLoadError (500)           the model (or its inference.py) failed to load
      └── InvocationError (400)          a request the server refuses or cannot answer
           ├── UnsupportedMediaType (415)
@@ -65,6 +66,11 @@ class ResourceExists(ResourceError):
 class ResourceInUse(ResourceError):
     status = 409
     code = "ResourceInUse"
+
+
+class ResourceLimitExceeded(ResourceError):
+    status = 429
+    code = "ResourceLimitExceeded"
 
 
 class ModelLoadError(ModelhostError):

@@ -43,6 +43,7 @@ from modelhost.control.schemas import (
     ModelOut,
 )
 from modelhost.errors import ModelhostError, PayloadTooLarge, ValidationFailed
+from modelhost.sagemaker.api import SageMakerApi
 
 API = "/api/v1"
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -205,8 +206,22 @@ def build_api(
 
     _add_artifact_upload(router, controller, scratch_dir, max_artifact_bytes)
     app.include_router(router)
+    _add_sagemaker_api(app, SageMakerApi(controller, token=token))
     _install_error_handlers(app)
     return app
+
+
+def _add_sagemaker_api(app: FastAPI, sagemaker: SageMakerApi) -> None:
+    """SageMaker's control API (boto3's ``sagemaker`` client) on ``POST /``; it checks its own access (SigV4)."""
+
+    @app.post("/", include_in_schema=False)
+    async def sagemaker_call(request: Request) -> Response:
+        raw_target = request.scope.get("raw_path", b"/").decode("latin-1")
+        if request.scope.get("query_string"):
+            raw_target += "?" + request.scope["query_string"].decode("latin-1")
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
+        status, answer_headers, body = await sagemaker.handle(request.method, raw_target, headers, await request.body())
+        return Response(body, status_code=status, headers=dict(answer_headers))
 
 
 def _add_artifact_upload(router: APIRouter, controller: Controller, scratch_dir: Path, max_bytes: int) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from modelhost.control.access import KEY_PREFIX, AccessTable, key_sha256, new_key
+from modelhost.control.access import KEY_PREFIX, AccessTable, key_sha256
 from modelhost.control.artifact_store import ArtifactStore
 from modelhost.control.resources import (
     DEPLOYED_FOR_TAG,
@@ -27,10 +27,19 @@ from modelhost.control.resources import (
     EndpointStatus,
     Model,
     ProductionVariant,
+    VariantOverride,
     check_name,
+    with_overrides,
 )
 from modelhost.control.store import StateStore
-from modelhost.errors import ModelhostError, ResourceExists, ResourceInUse, ResourceNotFound, ValidationFailed
+from modelhost.errors import (
+    ModelhostError,
+    ResourceExists,
+    ResourceInUse,
+    ResourceLimitExceeded,
+    ResourceNotFound,
+    ValidationFailed,
+)
 from modelhost.runtime.local import LocalRuntime
 
 log = logging.getLogger("modelhost.control")
@@ -53,13 +62,23 @@ class DeployRequest:
 
 
 class Controller:
-    def __init__(self, store: StateStore, runtime: LocalRuntime, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        runtime: LocalRuntime,
+        artifacts: ArtifactStore,
+        *,
+        signing_master: bytes | None = None,
+        admin_token: str | None = None,
+        max_instances: int | None = None,
+    ) -> None:
+        self._max_instances = max_instances  # over every endpoint; None: no limit
         self.store = store
         self.runtime = runtime
         self.artifacts = artifacts
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the running lifecycle task per endpoint
         self._statuses: dict[str, str] = {}  # last known status per endpoint, for the front door
-        self.access = AccessTable()
+        self.access = AccessTable(signing_master, admin_token)
         self._updating: dict[str, str] = {}  # endpoint -> the config an update in progress moves it to
 
     def known_status(self, name: str) -> str | None:
@@ -131,19 +150,93 @@ class Controller:
     async def list_endpoints(self) -> list[Endpoint]:
         return await self._db(self.store.list_endpoints)
 
-    async def create_endpoint(self, name: str, config_name: str) -> Endpoint:
+    async def create_endpoint(self, name: str, config_name: str, tags: Mapping[str, str] | None = None) -> Endpoint:
         check_name(name, "EndpointName")
-        endpoint = self._note(await self._db(self.store.create_endpoint, name, config_name))
+        await self._check_capacity(name, await self._db(self.store.get_endpoint_config, config_name))
+        endpoint = self._note(await self._db(self.store.create_endpoint, name, config_name, tags))
         self._start(name, self._bring_up(name, config_name))
         return endpoint
 
-    async def update_endpoint(self, name: str, config_name: str) -> Endpoint:
-        await self._db(self.store.get_endpoint_config, config_name)  # a missing config is refused now
+    async def update_endpoint(
+        self, name: str, config_name: str, *, retain_weights: bool = False, retain_instance_counts: bool = False
+    ) -> Endpoint:
+        """Move the endpoint to another config; ``retain_*``: the weights or instance counts set on the
+        endpoint (UpdateEndpointWeightsAndCapacities) stay, for the variants the new config has too."""
+        new_config = await self._db(self.store.get_endpoint_config, config_name)  # a missing config is refused now
         current = await self._db(self.store.get_endpoint, name)
         was_serving = current.status is EndpointStatus.IN_SERVICE
+        kept = {v.variant_name for v in new_config.variants}
+        overrides = {
+            variant: VariantOverride(
+                value.weight if retain_weights else None, value.instance_count if retain_instance_counts else None
+            )
+            for variant, value in current.variant_overrides.items()
+            if variant in kept
+        }
+        overrides = {k: v for k, v in overrides.items() if v != VariantOverride()}
+        await self._check_capacity(name, with_overrides(new_config, overrides))
         endpoint = self._note(await self._db(self.store.set_endpoint_status, name, EndpointStatus.UPDATING))
-        self._start(name, self._roll_over(name, config_name, was_serving))
+        self._start(name, self._roll_over(name, config_name, was_serving, overrides))
         return endpoint
+
+    async def update_weights_and_capacities(self, name: str, desired: Mapping[str, VariantOverride]) -> Endpoint:
+        """New weights (in place: no instance restarts) and instance counts (a rolling change) per variant."""
+        current = await self._db(self.store.get_endpoint, name)
+        if current.status is not EndpointStatus.IN_SERVICE:
+            raise ValidationFailed(
+                f"endpoint {name!r} is {current.status.value}; weights and capacities change only when it is InService"
+            )
+        config = await self._db(self.store.get_endpoint_config, current.config_name)
+        known = [v.variant_name for v in config.variants]
+        unknown = sorted(set(desired) - set(known))
+        if unknown:
+            raise ValidationFailed(
+                f"DesiredWeightsAndCapacities: endpoint {name!r} has no variant {', '.join(unknown)} "
+                f"(it has {', '.join(known)})"
+            )
+        merged = dict(current.variant_overrides)
+        for variant, change in desired.items():
+            before = merged.get(variant, VariantOverride())
+            merged[variant] = VariantOverride(
+                change.weight if change.weight is not None else before.weight,
+                change.instance_count if change.instance_count is not None else before.instance_count,
+            )
+        before_config = with_overrides(config, current.variant_overrides)
+        after_config = with_overrides(config, merged)  # validates: weights not all 0
+        resized = [v.initial_instance_count for v in before_config.variants] != [
+            v.initial_instance_count for v in after_config.variants
+        ]
+        if resized:
+            await self._check_capacity(name, after_config)
+        endpoint = self._note(
+            await self._db(
+                lambda: self.store.set_endpoint_status(name, EndpointStatus.UPDATING, variant_overrides=merged)
+            )
+        )
+        self._start(name, self._reweigh(name, after_config, resized, dict(current.variant_overrides)))
+        return endpoint
+
+    async def _reweigh(
+        self, name: str, config: EndpointConfig, resized: bool, previous: Mapping[str, VariantOverride]
+    ) -> None:
+        if not resized:
+            self.runtime.reweigh(name, config)
+            await self._set_status(name, EndpointStatus.IN_SERVICE)
+            log.info("endpoint %s: new variant weights", name)
+            return
+        self._updating[name] = config.name
+        try:
+            _, models = await self._resolve(config.name)
+            await self.runtime.deploy(name, config, models, self._failure_reporter(name))
+        except ModelhostError as exc:
+            reason = f"the change of instance counts failed and was rolled back: {exc.message}"
+            log.error("endpoint %s: %s", name, reason)
+            await self._set_status(name, EndpointStatus.IN_SERVICE, reason, variant_overrides=previous)
+            return
+        finally:
+            self._updating.pop(name, None)
+        await self._set_status(name, EndpointStatus.IN_SERVICE)
+        log.info("endpoint %s: new instance counts", name)
 
     async def delete_endpoint(self, name: str, *, with_deployed_resources: bool = False) -> Endpoint:
         """Stop and forget the endpoint; optionally (``modelhost rm``) also what ``deploy`` made for it."""
@@ -218,8 +311,10 @@ class Controller:
         task = asyncio.create_task(run(), name=f"endpoint {name}")
         self._tasks[name] = task
 
-    async def _resolve(self, config_name: str) -> tuple[EndpointConfig, dict[str, Model]]:
-        config = await self._db(self.store.get_endpoint_config, config_name)
+    async def _resolve(
+        self, config_name: str, overrides: Mapping[str, VariantOverride] | None = None
+    ) -> tuple[EndpointConfig, dict[str, Model]]:
+        config = with_overrides(await self._db(self.store.get_endpoint_config, config_name), overrides or {})
         models = {}
         for variant in config.variants:
             try:
@@ -238,12 +333,23 @@ class Controller:
         return report
 
     async def _set_status(
-        self, name: str, status: EndpointStatus, reason: str | None = None, config_name: str | None = None
+        self,
+        name: str,
+        status: EndpointStatus,
+        reason: str | None = None,
+        config_name: str | None = None,
+        variant_overrides: Mapping[str, VariantOverride] | None = None,
     ) -> None:
         try:
             self._note(
                 await self._db(
-                    lambda: self.store.set_endpoint_status(name, status, failure_reason=reason, config_name=config_name)
+                    lambda: self.store.set_endpoint_status(
+                        name,
+                        status,
+                        failure_reason=reason,
+                        config_name=config_name,
+                        variant_overrides=variant_overrides,
+                    )
                 )
             )
         except (ResourceNotFound, ResourceInUse) as exc:  # deleted or moved on meanwhile
@@ -260,16 +366,20 @@ class Controller:
         await self._set_status(name, EndpointStatus.IN_SERVICE)
         log.info("endpoint %s: InService on %s", name, config_name)
 
-    async def _roll_over(self, name: str, config_name: str, was_serving: bool) -> None:
+    async def _roll_over(
+        self, name: str, config_name: str, was_serving: bool, overrides: Mapping[str, VariantOverride]
+    ) -> None:
         self._updating[name] = config_name
         try:
-            await self._roll_over_to(name, config_name, was_serving)
+            await self._roll_over_to(name, config_name, was_serving, overrides)
         finally:
             self._updating.pop(name, None)
 
-    async def _roll_over_to(self, name: str, config_name: str, was_serving: bool) -> None:
+    async def _roll_over_to(
+        self, name: str, config_name: str, was_serving: bool, overrides: Mapping[str, VariantOverride]
+    ) -> None:
         try:
-            config, models = await self._resolve(config_name)
+            config, models = await self._resolve(config_name, overrides)
             await self.runtime.deploy(name, config, models, self._failure_reporter(name))
         except ModelhostError as exc:
             if was_serving and self.runtime.route(name) is not None:
@@ -279,7 +389,7 @@ class Controller:
             else:
                 await self._set_status(name, EndpointStatus.FAILED, exc.message)
             return
-        await self._set_status(name, EndpointStatus.IN_SERVICE, config_name=config_name)
+        await self._set_status(name, EndpointStatus.IN_SERVICE, config_name=config_name, variant_overrides=overrides)
         log.info("endpoint %s: updated to %s", name, config_name)
 
     async def _tear_down(
@@ -302,9 +412,10 @@ class Controller:
 
     async def create_api_key(self, name: str, endpoints: tuple[str, ...] | None) -> tuple[ApiKey, str]:
         """A new key; returned once, in the clear, with its record (which keeps only the hash)."""
-        secret = new_key()
+        secret, access_key_id = self.access.new_key()
         record = await self._db(
-            self.store.create_api_key, ApiKey(name, key_sha256(secret), secret[: len(KEY_PREFIX) + 4], endpoints)
+            self.store.create_api_key,
+            ApiKey(name, key_sha256(secret), secret[: len(KEY_PREFIX) + 4], endpoints, access_key_id=access_key_id),
         )
         await self._reload_keys()
         return record, secret
@@ -342,7 +453,7 @@ class Controller:
     async def _restore(self, endpoint: Endpoint, *, interrupted_update: bool = False) -> None:
         log.info("endpoint %s: restoring %s (%s)", endpoint.name, endpoint.config_name, endpoint.status.value)
         try:
-            config, models = await self._resolve(endpoint.config_name)
+            config, models = await self._resolve(endpoint.config_name, endpoint.variant_overrides)
             await self.runtime.deploy(endpoint.name, config, models, self._failure_reporter(endpoint.name))
         except ModelhostError as exc:
             await self._set_status(endpoint.name, EndpointStatus.FAILED, f"could not be restored: {exc.message}")
@@ -360,6 +471,28 @@ class Controller:
         await self.runtime.shutdown()
 
     # -- helpers ------------------------------------------------------------------------------------------
+    async def _check_capacity(self, name: str, config: EndpointConfig) -> None:
+        """Refuse to run more instances, over every endpoint, than the platform allows."""
+        if self._max_instances is None:
+            return
+        wanted = sum(v.initial_instance_count for v in config.variants)
+        others = 0
+        for endpoint in await self.list_endpoints():
+            if endpoint.name == name or endpoint.status in (EndpointStatus.DELETING, EndpointStatus.FAILED):
+                continue
+            try:
+                running = await self._db(self.store.get_endpoint_config, endpoint.config_name)
+            except ResourceNotFound:
+                continue
+            others += sum(
+                v.initial_instance_count for v in with_overrides(running, endpoint.variant_overrides).variants
+            )
+        if others + wanted > self._max_instances:
+            raise ResourceLimitExceeded(
+                f"endpoint {name!r} needs {wanted} instance(s) but {others} of the platform's "
+                f"{self._max_instances} are in use (MODELHOST_MAX_INSTANCES)"
+            )
+
     async def _exists(self, name: str) -> bool:
         try:
             await self._db(self.store.get_endpoint, name)

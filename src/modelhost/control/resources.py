@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from modelhost.errors import ResourceInUse, ValidationFailed
 
@@ -80,6 +81,8 @@ class Model:
     created_at: datetime | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     mode: str = "SingleModel"  # or "MultiModel": artifact_uri is a prefix of many models
+    image: str | None = None  # SageMaker's container image URI, as given (recorded; see sagemaker/images.py)
+    properties: Mapping[str, Any] = field(default_factory=dict)  # other SageMaker fields, kept to echo back
 
     def __post_init__(self) -> None:
         check_name(self.name, "ModelName")
@@ -101,6 +104,7 @@ class ProductionVariant:
     model_name: str
     initial_instance_count: int = 1
     initial_weight: float = 1.0
+    properties: Mapping[str, Any] = field(default_factory=dict)  # e.g. InstanceType, kept to echo back
 
     def __post_init__(self) -> None:
         check_name(self.variant_name, "ProductionVariants.VariantName")
@@ -137,6 +141,7 @@ class EndpointConfig:
     data_capture: DataCaptureConfig = field(default_factory=DataCaptureConfig)
     created_at: datetime | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, Any] = field(default_factory=dict)  # other SageMaker fields, kept to echo back
 
     def __post_init__(self) -> None:
         check_name(self.name, "EndpointConfigName")
@@ -160,10 +165,43 @@ class Endpoint:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     require_api_key: bool = False  # invocations must carry a valid x-api-key
+    # Per variant, what UpdateEndpointWeightsAndCapacities set over the config's values.
+    variant_overrides: Mapping[str, VariantOverride] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name, "EndpointName")
         check_name(self.config_name, "EndpointConfigName")
+        check_tags(self.tags)
+
+
+@dataclass(frozen=True)
+class VariantOverride:
+    """A variant's weight and instance count as set on the endpoint, over its config's (None: the config's)."""
+
+    weight: float | None = None
+    instance_count: int | None = None
+
+
+def with_overrides(config: EndpointConfig, overrides: Mapping[str, VariantOverride]) -> EndpointConfig:
+    """The config an endpoint actually runs: its variants with the endpoint's overrides applied."""
+    if not overrides:
+        return config
+    variants = []
+    for variant in config.variants:
+        override = overrides.get(variant.variant_name)
+        if override is not None:
+            variant = ProductionVariant(  # noqa: PLW2901 - the variant as overridden
+                variant.variant_name,
+                variant.model_name,
+                override.instance_count if override.instance_count is not None else variant.initial_instance_count,
+                override.weight if override.weight is not None else variant.initial_weight,
+                variant.properties,
+            )
+        variants.append(variant)
+    return EndpointConfig(
+        config.name, tuple(variants), config.data_capture, config.created_at, config.tags, config.properties
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +213,7 @@ class ApiKey:
     key_prefix: str  # the first characters, to recognise a key in a list
     endpoints: tuple[str, ...] | None = None  # None: every endpoint that requires a key
     created_at: datetime | None = None
+    access_key_id: str | None = None  # for SigV4-signed requests (boto3); None for keys made before it existed
 
     def __post_init__(self) -> None:
         check_name(self.name, "ApiKeyName")

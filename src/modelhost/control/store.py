@@ -6,7 +6,7 @@ store knows nothing of processes: the runtime reads what should run and reports 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,9 @@ from sqlalchemy import (
     delete,
     false,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -41,6 +43,7 @@ from modelhost.control.resources import (
     EndpointStatus,
     Model,
     ProductionVariant,
+    VariantOverride,
     check_transition,
 )
 from modelhost.errors import ResourceExists, ResourceNotFound, ValidationFailed
@@ -58,6 +61,8 @@ models = Table(
     Column("environment", JSON, nullable=False),
     Column("tags", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("image", Text),
+    Column("properties", JSON),
 )
 
 endpoint_configs = Table(
@@ -67,6 +72,7 @@ endpoint_configs = Table(
     Column("data_capture", JSON, nullable=False),
     Column("tags", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("properties", JSON),
 )
 
 production_variants = Table(
@@ -78,6 +84,7 @@ production_variants = Table(
     Column("model_name", String(63), nullable=False),
     Column("instance_count", Integer, nullable=False),
     Column("weight", Float, nullable=False),
+    Column("properties", JSON),
 )
 
 endpoints = Table(
@@ -90,6 +97,8 @@ endpoints = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("require_api_key", Boolean, nullable=False, server_default=false()),
+    Column("variant_overrides", JSON),
+    Column("tags", JSON),
 )
 
 api_keys = Table(
@@ -100,6 +109,7 @@ api_keys = Table(
     Column("key_prefix", String(16), nullable=False),
     Column("endpoints", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("access_key_id", String(32), unique=True),
 )
 
 
@@ -116,6 +126,7 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self._engine: Engine = create_engine(url)
         metadata.create_all(self._engine)
+        _add_missing_columns(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -136,6 +147,8 @@ class StateStore:
             _now(),
             dict(model.tags),
             model.mode,
+            model.image,
+            dict(model.properties),
         )
         try:
             with self._transaction() as db:
@@ -149,6 +162,8 @@ class StateStore:
                         environment=dict(created.environment),
                         tags=dict(created.tags),
                         created_at=created.created_at,
+                        image=created.image,
+                        properties=dict(created.properties),
                     )
                 )
         except IntegrityError as exc:
@@ -175,7 +190,9 @@ class StateStore:
 
     # -- endpoint configs ---------------------------------------------------------------------------
     def create_endpoint_config(self, config: EndpointConfig) -> EndpointConfig:
-        created = EndpointConfig(config.name, tuple(config.variants), config.data_capture, _now(), dict(config.tags))
+        created = EndpointConfig(
+            config.name, tuple(config.variants), config.data_capture, _now(), dict(config.tags), dict(config.properties)
+        )
         try:
             with self._transaction() as db:
                 for variant in created.variants:
@@ -191,6 +208,7 @@ class StateStore:
                         data_capture=_capture_json(created.data_capture),
                         tags=dict(created.tags),
                         created_at=created.created_at,
+                        properties=dict(created.properties),
                     )
                 )
                 db.execute(
@@ -203,6 +221,7 @@ class StateStore:
                             "model_name": v.model_name,
                             "instance_count": v.initial_instance_count,
                             "weight": v.initial_weight,
+                            "properties": dict(v.properties),
                         }
                         for i, v in enumerate(created.variants)
                     ],
@@ -250,18 +269,21 @@ class StateStore:
         return EndpointConfig(
             name=row["name"],
             variants=tuple(
-                ProductionVariant(v["variant_name"], v["model_name"], v["instance_count"], v["weight"])
+                ProductionVariant(
+                    v["variant_name"], v["model_name"], v["instance_count"], v["weight"], dict(v["properties"] or {})
+                )
                 for v in variants
             ),
             data_capture=DataCaptureConfig(**row["data_capture"]),
             created_at=_aware(row["created_at"]),
             tags=dict(row["tags"]),
+            properties=dict(row["properties"] or {}),
         )
 
     # -- endpoints ----------------------------------------------------------------------------------
-    def create_endpoint(self, name: str, config_name: str) -> Endpoint:
+    def create_endpoint(self, name: str, config_name: str, tags: Mapping[str, str] | None = None) -> Endpoint:
         now = _now()
-        endpoint = Endpoint(name, config_name, EndpointStatus.CREATING, None, now, now)
+        endpoint = Endpoint(name, config_name, EndpointStatus.CREATING, None, now, now, tags=dict(tags or {}))
         try:
             with self._transaction() as db:
                 self._read_config(db, config_name)
@@ -273,6 +295,7 @@ class StateStore:
                         failure_reason=None,
                         created_at=now,
                         updated_at=now,
+                        tags=dict(endpoint.tags),
                     )
                 )
         except IntegrityError as exc:
@@ -289,7 +312,13 @@ class StateStore:
         return [_endpoint(row) for row in rows]
 
     def set_endpoint_status(
-        self, name: str, status: EndpointStatus, *, failure_reason: str | None = None, config_name: str | None = None
+        self,
+        name: str,
+        status: EndpointStatus,
+        *,
+        failure_reason: str | None = None,
+        config_name: str | None = None,
+        variant_overrides: Mapping[str, VariantOverride] | None = None,
     ) -> Endpoint:
         """Move an endpoint along its lifecycle (optionally onto another config), checked.
 
@@ -302,6 +331,8 @@ class StateStore:
             values: dict[str, Any] = {"status": status.value, "failure_reason": failure_reason, "updated_at": _now()}
             if config_name is not None:
                 values["config_name"] = config_name
+            if variant_overrides is not None:
+                values["variant_overrides"] = _overrides_json(variant_overrides)
             db.execute(update(endpoints).where(endpoints.c.name == name).values(**values))
             return self._read_endpoint(db, name)
 
@@ -325,7 +356,7 @@ class StateStore:
 
     # -- API keys -----------------------------------------------------------------------------------
     def create_api_key(self, key: ApiKey) -> ApiKey:
-        created = ApiKey(key.name, key.key_sha256, key.key_prefix, key.endpoints, _now())
+        created = ApiKey(key.name, key.key_sha256, key.key_prefix, key.endpoints, _now(), key.access_key_id)
         try:
             with self._transaction() as db:
                 db.execute(
@@ -335,6 +366,7 @@ class StateStore:
                         key_prefix=created.key_prefix,
                         endpoints=list(created.endpoints) if created.endpoints is not None else None,
                         created_at=created.created_at,
+                        access_key_id=created.access_key_id,
                     )
                 )
         except IntegrityError as exc:
@@ -359,6 +391,28 @@ class StateStore:
         return _endpoint(row)
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a state store made by an older modelhost up to date: add the columns it lacks.
+
+    Columns only ever get added, and added ones are nullable (or have a server default), so an
+    older store needs no more than ``ALTER TABLE ... ADD COLUMN``; ``create_all`` adds new tables.
+    """
+    present = inspect(engine)
+    with engine.begin() as db:
+        for table in metadata.sorted_tables:
+            existing = {column["name"] for column in present.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in existing:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                default = ""
+                if column.server_default is not None:
+                    value = column.server_default.arg  # type: ignore[attr-defined]
+                    literal = f"'{value}'" if isinstance(value, str) else value.compile(dialect=engine.dialect)
+                    default = f" DEFAULT {literal}"
+                db.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
+
+
 def _model(row: Any) -> Model:
     return Model(
         row["name"],
@@ -369,6 +423,8 @@ def _model(row: Any) -> Model:
         _aware(row["created_at"]),
         dict(row["tags"]),
         row["mode"],
+        row["image"],
+        dict(row["properties"] or {}),
     )
 
 
@@ -381,6 +437,11 @@ def _endpoint(row: Any) -> Endpoint:
         _aware(row["created_at"]),
         _aware(row["updated_at"]),
         bool(row["require_api_key"]),
+        {
+            variant: VariantOverride(value.get("weight"), value.get("instance_count"))
+            for variant, value in (row["variant_overrides"] or {}).items()
+        },
+        dict(row["tags"] or {}),
     )
 
 
@@ -392,7 +453,15 @@ def _api_key(row: Any) -> ApiKey:
         row["key_prefix"],
         tuple(endpoints) if endpoints is not None else None,
         _aware(row["created_at"]),
+        row["access_key_id"],
     )
+
+
+def _overrides_json(overrides: Mapping[str, VariantOverride]) -> dict[str, Any]:
+    return {
+        variant: {"weight": value.weight, "instance_count": value.instance_count}
+        for variant, value in overrides.items()
+    }
 
 
 def _capture_json(capture: DataCaptureConfig) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode
 from modelhost.runtime.deployment import Deployment, Variant
 from modelhost.runtime.instance import Instance
 from modelhost.runtime.multimodel import MultiModelHost, TargetModelError, check_target
+from modelhost.sagemaker import sigv4
 
 log = logging.getLogger("modelhost.frontdoor")
 
@@ -54,7 +55,13 @@ class RouteTable(Protocol):
 
 
 class Access(Protocol):
+    def is_protected(self, endpoint: str) -> bool: ...
+
     def check(self, endpoint: str, presented: bytes | None) -> tuple[int, str, str] | None: ...
+
+    def check_signed(self, endpoint: str, access_key_id: str) -> tuple[int, str, str] | None: ...
+
+    def secret_for(self, access_key_id: str) -> str | None: ...
 
 
 class FrontDoorError(Exception):
@@ -146,8 +153,8 @@ class FrontDoor:
                 raise FrontDoorError(404, "NotFound", f"no route {path}; invoke POST {PREFIX}<name>{SUFFIX}")
             if method != b"POST":
                 raise FrontDoorError(405, "MethodNotAllowed", f"use POST {path}")
-            if self._access is not None and (refused := self._access.check(name, api_key)) is not None:
-                raise FrontDoorError(*refused)
+            if self._access is not None and self._access.is_protected(name):
+                self._authorize(name, api_key, method=method, path=path, headers=headers, body=body)
             deployment, variant = self._variant(name, target_variant)
             request = encode_request(b"POST", b"/invocations", forwarded, body)
             exchange = _Exchange(self, name, variant, request, request_id, respond)
@@ -169,6 +176,36 @@ class FrontDoor:
             self._send(exchange)
         except FrontDoorError as exc:
             respond(render_error(exc, request_id))
+
+    def _authorize(
+        self,
+        name: str,
+        api_key: bytes | None,
+        *,
+        method: bytes,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        """An x-api-key, or a SigV4 signature (boto3's sagemaker-runtime) by a key's access key id."""
+        assert self._access is not None
+        authorization = next((value for key, value in headers if key == b"authorization"), b"")
+        if api_key is None and authorization.startswith(sigv4.ALGORITHM.encode()):
+            try:
+                signed = sigv4.verify(
+                    method.decode("latin-1"),
+                    path,
+                    [(key.decode("latin-1"), value.decode("latin-1")) for key, value in headers],
+                    body,
+                    self._access.secret_for,
+                )
+            except sigv4.SignatureError as exc:
+                raise FrontDoorError(exc.status, exc.code, exc.message) from None
+            refused = self._access.check_signed(name, signed.access_key_id)
+        else:
+            refused = self._access.check(name, api_key)
+        if refused is not None:
+            raise FrontDoorError(*refused)
 
     def reject(self, error: FrontDoorError, respond: Respond) -> None:
         """Answer a request the protocol refused before it was complete (e.g. too large); it then closes."""

@@ -87,6 +87,26 @@ def _token(settings: PlatformSettings) -> str | None:
     return path.read_text().strip()
 
 
+def _signing_master(state_dir: Path) -> bytes:
+    """The secret API keys are derived from (so SigV4 signatures can be checked; see control/access.py).
+
+    Kept in the state dir, not the database: a copy of the database gives away no key.
+    """
+    path = state_dir / "signing.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        master = path.read_bytes()
+        if len(master) < 32:
+            raise SystemExit(
+                f"{path} is damaged (fewer than 32 bytes); remove it to make a new one (keys then change)"
+            ) from None
+        return master
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
 def _run_loop(settings: PlatformSettings, token: str | None) -> int:
     try:
         import uvloop
@@ -154,7 +174,14 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         request_timeout_s=settings.request_timeout_s,
         launcher=launcher,
     )
-    controller = Controller(store, runtime, artifacts)
+    controller = Controller(
+        store,
+        runtime,
+        artifacts,
+        signing_master=_signing_master(settings.state_dir),
+        admin_token=token,
+        max_instances=settings.max_instances,
+    )
     capture = DataCapture(settings.state_dir / "capture-spool", _capture_destinations(artifacts, settings))
     front_door = FrontDoor(
         runtime,

@@ -32,6 +32,7 @@ class PlatformSettings(BaseSettings):
     load_timeout_s: float = Field(300.0, gt=0, validation_alias=AliasChoices("MODELHOST_LOAD_TIMEOUT"))
     request_timeout_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("MODELHOST_TIMEOUT"))
     max_payload_mb: float = Field(6.0, gt=0, validation_alias=AliasChoices("MODELHOST_MAX_PAYLOAD_MB"))
+    max_instances: int = Field(32, ge=1, validation_alias=AliasChoices("MODELHOST_MAX_INSTANCES"))
     log_level: str = Field("info", validation_alias=AliasChoices("MODELHOST_LOG_LEVEL"))
 
     @property

@@ -97,6 +97,14 @@ class Deployment:
         index = bisect(self._cumulative, rand() * total)
         return self.variants[min(index, len(self.variants) - 1)]
 
+    def reweigh(self, config: EndpointConfig) -> None:
+        """Take the weights of ``config`` (same variants, other weights): traffic shifts with the next request."""
+        weights = {v.variant_name: v.initial_weight for v in config.variants}
+        for variant in self.variants:
+            variant.weight = weights.get(variant.name, variant.weight)
+        self.config = config
+        self._cumulative = list(accumulate(v.weight for v in self.variants))
+
     def variant(self, name: str) -> Variant | None:
         for variant in self.variants:
             if variant.name == name:

@@ -75,6 +75,14 @@ class LocalRuntime:
         if previous is not None:
             await self._retire(previous)
 
+    def reweigh(self, endpoint: str, config: EndpointConfig) -> bool:
+        """New variant weights for the running deployment, in place (False: the endpoint does not run)."""
+        deployment = self._deployments.get(endpoint)
+        if deployment is None:
+            return False
+        deployment.reweigh(config)
+        return True
+
     async def remove(self, endpoint: str) -> None:
         """Stop the endpoint's instances and delete every file the runtime made for it."""
         deployment = self._deployments.pop(endpoint, None)
