@@ -328,6 +328,11 @@ def apikey_create(name: str, endpoints: tuple[str, ...], url: str | None) -> Non
         _fail(exc)
     click.echo(created["key"])
     click.echo(f"API key {name} created; store it now, it cannot be shown again.", err=True)
+    if created.get("access_key_id"):
+        click.echo(
+            f"For boto3 (SigV4): AWS_ACCESS_KEY_ID={created['access_key_id']} and the key as AWS_SECRET_ACCESS_KEY.",
+            err=True,
+        )
 
 
 @apikey.command(name="ls")
@@ -343,10 +348,11 @@ def apikey_list(url: str | None) -> None:
         keys = _client(url).list_api_keys()
     except ClientError as exc:
         _fail(exc)
-    table = Table("name", "key starts", "endpoints", "created")
+    table = Table("name", "key starts", "access key id", "endpoints", "created")
     for key in keys:
         scope = ", ".join(key["endpoints"]) if key["endpoints"] is not None else "all"
-        table.add_row(key["name"], key["key_prefix"] + "…", scope, (key["created_at"] or "")[:19].replace("T", " "))
+        created = (key["created_at"] or "")[:19].replace("T", " ")
+        table.add_row(key["name"], key["key_prefix"] + "…", key.get("access_key_id") or "-", scope, created)
     Console().print(table)
 
 

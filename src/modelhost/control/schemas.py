@@ -269,11 +269,20 @@ class ApiKeyOut(BaseModel):
     key_prefix: str
     endpoints: list[str] | None
     created_at: datetime | None
+    access_key_id: str | None = Field(
+        None, description="for SigV4-signed requests (boto3): AWS_ACCESS_KEY_ID, with the key as the secret"
+    )
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:
         endpoints = list(key.endpoints) if key.endpoints is not None else None
-        return cls(name=key.name, key_prefix=key.key_prefix, endpoints=endpoints, created_at=key.created_at)
+        return cls(
+            name=key.name,
+            key_prefix=key.key_prefix,
+            endpoints=endpoints,
+            created_at=key.created_at,
+            access_key_id=key.access_key_id,
+        )
 
 
 class ApiKeyCreated(ApiKeyOut):
