@@ -411,6 +411,10 @@ def _add_missing_columns(engine: Engine) -> None:
                     literal = f"'{value}'" if isinstance(value, str) else value.compile(dialect=engine.dialect)
                     default = f" DEFAULT {literal}"
                 db.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
+                if column.unique:  # ADD COLUMN cannot say UNIQUE (SQLite): an index keeps the promise
+                    db.execute(
+                        text(f'CREATE UNIQUE INDEX "uq_{table.name}_{column.name}" ON {table.name} ("{column.name}")')
+                    )
 
 
 def _model(row: Any) -> Model:

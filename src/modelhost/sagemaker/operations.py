@@ -141,9 +141,11 @@ class SageMakerOperations:
         container = containers[0]
         _refuse(container, _REFUSED_CONTAINER, "PrimaryContainer.")
         url = container.get("ModelDataUrl")
+        field = "PrimaryContainer.ModelDataUrl"
         source = (container.get("ModelDataSource") or {}).get("S3DataSource") or {}
         if url is None and source:
             url = source.get("S3Uri")
+            field = "PrimaryContainer.ModelDataSource.S3DataSource.S3Uri"
         if not url:
             raise ValidationFailed(
                 "PrimaryContainer.ModelDataUrl: modelhost needs the model's artifact (it runs no images)"
@@ -155,7 +157,7 @@ class SageMakerOperations:
             properties["ModelDataSource"] = container["ModelDataSource"]
         model = Model(
             name=request["ModelName"],
-            artifact_uri=_artifact_uri(url, "PrimaryContainer.ModelDataUrl"),
+            artifact_uri=_artifact_uri(url, field),
             framework=framework_for(image),
             environment=dict(container.get("Environment") or {}),
             tags=_tags(request.get("Tags")),
@@ -519,7 +521,7 @@ def _offset(token: str | None) -> int:
         offset = orjson.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
     except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         raise ValidationFailed("NextToken: not a token this API gave out") from None
-    if not isinstance(offset, int) or offset < 0:
+    if type(offset) is not int or offset < 0:
         raise ValidationFailed("NextToken: not a token this API gave out")
     return offset
 

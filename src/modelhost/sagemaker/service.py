@@ -19,7 +19,7 @@ from botocore.model import OperationModel, ServiceModel, Shape
 from modelhost.errors import ValidationFailed
 
 # Shapes whose pattern modelhost widens: a model's data may also be a file:// URI or a local path.
-_WIDENED_PATTERNS = frozenset({"Url", "DestinationS3Uri"})
+_WIDENED_PATTERNS = frozenset({"Url", "S3ModelUri", "DestinationS3Uri"})
 
 
 @functools.cache

@@ -150,21 +150,18 @@ def _canonical_query(query: str) -> str:
 
 
 def _remove_dot_segments(path: str) -> str:
-    """RFC 3986's dot-segment removal, as botocore applies it before signing."""
+    """Dot segments resolved and empty segments dropped, exactly as botocore normalises before signing."""
     if not path:
         return "/"
     output: list[str] = []
     for segment in path.split("/"):
-        if segment == ".":
+        if not segment or segment == ".":
             continue
         if segment == "..":
             if output:
                 output.pop()
             continue
         output.append(segment)
-    result = "/".join(output)
-    if not result.startswith("/"):
-        result = "/" + result
-    if path.endswith("/") and not result.endswith("/"):
-        result += "/"
-    return result
+    first = "/" if path.startswith("/") else ""
+    last = "/" if path.endswith("/") and output else ""
+    return first + "/".join(output) + last
