@@ -273,6 +273,77 @@ class Client:
             return self.wait_in_service(name, timeout_s, on_status=on_status, config_name=deployed["config_name"])
         return dict(deployed["endpoint"])
 
+    # -- functions and routes --------------------------------------------------------------------------
+    def create_function(
+        self,
+        name: str,
+        source: str | Path,
+        handler: str,
+        *,
+        update: bool = False,
+        wait: bool = True,
+        timeout_s: float = 300.0,
+        on_progress: Callable[[int, int], None] | None = None,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        """Create (or with ``update``, replace) a function from a local folder (uploaded first) or a URI.
+
+        ``settings``: environment, artifacts (file name -> URI), timeout_s, memory_mb. Waits until the
+        function is Active (or raises with its failure) unless ``wait`` is False.
+        """
+        body: dict[str, Any] = {"name": name, "handler": handler, **settings}
+        location = str(source)
+        if "://" in location:
+            body["code_uri"] = location
+        else:
+            stored = self.upload_artifact(source, f"function-{name}", on_progress=on_progress)
+            body["code_uri"], body["code_sha256"] = stored["uri"], stored["sha256"]
+        if update:
+            function = dict(self._json("PUT", f"/api/v1/functions/{name}", json=body))
+        else:
+            function = dict(self._json("POST", "/api/v1/functions", json=body))
+        return self.wait_active(name, timeout_s) if wait else function
+
+    def wait_active(self, name: str, timeout_s: float = 300.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        poll_s = 0.05
+        while True:
+            function = self.describe_function(name)
+            if function["state"] == "Active":
+                return function
+            if function["state"] == "Failed":
+                raise ClientError(409, "FunctionFailed", f"function {name} failed: {function['failure_reason']}")
+            if time.monotonic() > deadline:
+                raise ClientError(504, "Timeout", f"function {name} is still {function['state']} after {timeout_s:g} s")
+            time.sleep(poll_s)
+            poll_s = min(poll_s * 1.5, 0.5)
+
+    def describe_function(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/functions/{name}"))
+
+    def list_functions(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/functions")["functions"])
+
+    def delete_function(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/functions/{name}")
+
+    def function_logs(self, name: str, max_bytes: int = 64 * 1024) -> str:
+        return self._call("GET", f"/api/v1/functions/{name}/logs", params={"max_bytes": max_bytes}).text
+
+    def create_route(self, method: str, path: str, **settings: Any) -> dict[str, Any]:
+        """``settings``: function or endpoint (the target), api_key_required, rate ("50/s"), burst, max_body_bytes."""
+        return dict(self._json("POST", "/api/v1/routes", json={"method": method, "path": path, **settings}))
+
+    def list_routes(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/routes")["routes"])
+
+    def delete_route(self, method: str, path: str) -> None:
+        self._call("DELETE", "/api/v1/routes", params={"method": method, "path": path})
+
+    def usage(self) -> list[dict[str, Any]]:
+        """Calls per API key and route since the platform started."""
+        return list(self._json("GET", "/api/v1/usage")["usage"])
+
     # -- invoke -------------------------------------------------------------------------------------------
     def invoke(
         self,

@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from modelhost import __version__
+from modelhost.cli.gateway import COMMANDS as GATEWAY_COMMANDS
 from modelhost.cli.platform import COMMANDS as PLATFORM_COMMANDS
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def serve(
     sys.exit(run_server(settings))
 
 
-for _command in PLATFORM_COMMANDS:
+for _command in [*PLATFORM_COMMANDS, *GATEWAY_COMMANDS]:
     cli.add_command(_command)
 
 

@@ -94,6 +94,10 @@ class AccessTable:
             )
         return self._in_scope(endpoint, self._keys.get(key_sha256(presented)))
 
+    def key_for(self, presented: bytes) -> ApiKey | None:
+        """The (unrevoked) key presented as ``x-api-key``, whatever its scope (the gateway's routes)."""
+        return self._keys.get(key_sha256(presented))
+
     def check_signed(self, endpoint: str, access_key_id: str) -> tuple[int, str, str] | None:
         """Like ``check``, for a request whose signature by ``access_key_id`` has been verified."""
         if endpoint not in self._protected or (access_key_id == ADMIN_ACCESS_KEY_ID and self._admin_token):

@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelhost import __version__
 from modelhost.control.controller import Controller, DeployRequest
+from modelhost.control.gateway_api import gateway_router
+from modelhost.control.gateway_controller import GatewayController
 from modelhost.control.resources import check_name
 from modelhost.control.schemas import (
     ApiKeyCreated,
@@ -63,6 +65,8 @@ def build_api(
     token: str | None,
     scratch_dir: Path,
     max_artifact_bytes: int = 20 * 1024**3,
+    gateway: GatewayController | None = None,
+    usage: Any = None,
 ) -> FastAPI:
     app = FastAPI(
         title="modelhost",
@@ -158,21 +162,7 @@ def build_api(
         """Require (or stop requiring) an API key for the endpoint's invocations."""
         return view(await controller.set_endpoint_access(name, require_api_key=body.require_api_key))
 
-    @router.post("/api-keys", status_code=201, tags=["access"])
-    async def create_api_key(body: ApiKeyIn) -> ApiKeyCreated:
-        """A new key for invocations; the response holds the key itself, shown this once."""
-        endpoints = tuple(body.endpoints) if body.endpoints is not None else None
-        record, secret = await controller.create_api_key(body.name, endpoints)
-        return ApiKeyCreated(**ApiKeyOut.of(record).model_dump(), key=secret)
-
-    @router.get("/api-keys", tags=["access"])
-    async def list_api_keys() -> dict[str, list[ApiKeyOut]]:
-        return {"api_keys": [ApiKeyOut.of(key) for key in await controller.list_api_keys()]}
-
-    @router.delete("/api-keys/{name}", status_code=204, tags=["access"])
-    async def revoke_api_key(name: str) -> None:
-        """Revoke a key: invocations with it are refused from now on."""
-        await controller.revoke_api_key(name)
+    _add_api_keys(router, controller)
 
     @router.get("/endpoints/{name}/logs", response_class=PlainTextResponse, tags=["endpoints"])
     async def endpoint_logs(
@@ -205,10 +195,30 @@ def build_api(
         return DeployOut(endpoint=view(endpoint), model_name=resource_name, config_name=resource_name)
 
     _add_artifact_upload(router, controller, scratch_dir, max_artifact_bytes)
+    if gateway is not None:
+        router.include_router(gateway_router(gateway, usage))
     app.include_router(router)
     _add_sagemaker_api(app, SageMakerApi(controller, token=token))
     _install_error_handlers(app)
     return app
+
+
+def _add_api_keys(router: APIRouter, controller: Controller) -> None:
+    @router.post("/api-keys", status_code=201, tags=["access"])
+    async def create_api_key(body: ApiKeyIn) -> ApiKeyCreated:
+        """A new key for invocations; the response holds the key itself, shown this once."""
+        endpoints = tuple(body.endpoints) if body.endpoints is not None else None
+        record, secret = await controller.create_api_key(body.name, endpoints)
+        return ApiKeyCreated(**ApiKeyOut.of(record).model_dump(), key=secret)
+
+    @router.get("/api-keys", tags=["access"])
+    async def list_api_keys() -> dict[str, list[ApiKeyOut]]:
+        return {"api_keys": [ApiKeyOut.of(key) for key in await controller.list_api_keys()]}
+
+    @router.delete("/api-keys/{name}", status_code=204, tags=["access"])
+    async def revoke_api_key(name: str) -> None:
+        """Revoke a key: invocations with it are refused from now on."""
+        await controller.revoke_api_key(name)
 
 
 def _add_sagemaker_api(app: FastAPI, sagemaker: SageMakerApi) -> None:

@@ -126,7 +126,12 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self._engine: Engine = create_engine(url)
         metadata.create_all(self._engine)
-        _add_missing_columns(self._engine)
+        add_missing_columns(self._engine, metadata)
+
+    @property
+    def engine(self) -> Engine:
+        """For the stores of other resources that live in the same database (gateway_store.py)."""
+        return self._engine
 
     def close(self) -> None:
         self._engine.dispose()
@@ -391,7 +396,7 @@ class StateStore:
         return _endpoint(row)
 
 
-def _add_missing_columns(engine: Engine) -> None:
+def add_missing_columns(engine: Engine, metadata: MetaData) -> None:
     """Bring a state store made by an older modelhost up to date: add the columns it lacks.
 
     Columns only ever get added, and added ones are nullable (or have a server default), so an

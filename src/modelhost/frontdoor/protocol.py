@@ -25,6 +25,7 @@ from typing import cast
 
 import httptools
 
+from modelhost.frontdoor.gateway import Gateway, RouteMatch
 from modelhost.frontdoor.proxy import PREFIX, FrontDoor, FrontDoorError, render_error
 
 log = logging.getLogger("modelhost.frontdoor")
@@ -40,7 +41,16 @@ def _too_large(limit: int) -> FrontDoorError:
 
 
 class ConnectionSettings:
-    def __init__(self, *, api_host: str, api_port: int, read_timeout_s: float = 30.0, keep_alive_s: float = 60.0):
+    def __init__(
+        self,
+        *,
+        api_host: str,
+        api_port: int,
+        read_timeout_s: float = 30.0,
+        keep_alive_s: float = 60.0,
+        gateway: Gateway | None = None,
+    ):
+        self.gateway = gateway  # the user's routes; None: only invocations and the API
         self.api_host = api_host
         self.api_port = api_port
         self.read_timeout_s = read_timeout_s
@@ -94,6 +104,36 @@ class _Invocation(_Job):
 
     def _respond(self, data: bytes) -> None:
         self._connection.finish(self, data)
+
+
+class _GatewayCall(_Invocation):
+    """A request for one of the user's routes: read whole (within the route's size limit), then the gateway."""
+
+    def __init__(  # noqa: PLR0917 (built once per request on the hot path: positional on purpose)
+        self,
+        connection: FrontDoorProtocol,
+        gateway: Gateway,
+        found: RouteMatch,
+        method: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        super().__init__(connection, method, "", headers)
+        self._gateway, self._found, self._url = gateway, found, url
+
+    def feed(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        limit = self._found.route.max_body_bytes
+        if self._size > limit:
+            self._connection.refuse(_too_large(limit))
+            return
+        self._chunks.append(chunk)
+
+    def _run(self) -> None:
+        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks = []
+        method = self._method.decode("latin-1")
+        self._gateway.handle(self._found, method, self._url, self._headers, body, self._respond)
 
 
 class _Relay(_Job, asyncio.Protocol):
@@ -262,6 +302,13 @@ class FrontDoorProtocol(asyncio.Protocol):
                 self.refuse(_too_large(self.door.max_payload_bytes))  # said up front: not read at all
                 return
             job = _Invocation(self, method, path, self._headers)
+        elif (gateway := self.settings.gateway) is not None and (
+            found := gateway.match(method.decode("latin-1"), path)
+        ) is not None:
+            if self._content_length > found.route.max_body_bytes:
+                self.refuse(_too_large(found.route.max_body_bytes))
+                return
+            job = _GatewayCall(self, gateway, found, method, self._url, self._headers)
         else:
             head = [method, b" ", self._url, b" HTTP/1.1\r\n"]
             chunked = False

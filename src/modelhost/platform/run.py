@@ -27,9 +27,12 @@ import uvicorn
 from modelhost.control.api import build_api
 from modelhost.control.artifact_store import ArtifactStore, open_artifact_store
 from modelhost.control.controller import Controller
+from modelhost.control.gateway_controller import GatewayController
+from modelhost.control.gateway_store import GatewayStore
 from modelhost.control.store import StateStore
 from modelhost.errors import ModelhostError
 from modelhost.frontdoor.capture import DataCapture
+from modelhost.frontdoor.gateway import Gateway
 from modelhost.frontdoor.protocol import ConnectionSettings, FrontDoorServer
 from modelhost.frontdoor.proxy import FrontDoor
 from modelhost.platform.settings import PlatformSettings
@@ -85,6 +88,15 @@ def _token(settings: PlatformSettings) -> str | None:
     else:
         log.info("bound to %s: the management API needs the token in %s", settings.host, path)
     return path.read_text().strip()
+
+
+def _local_url(host: str, port: int) -> str:
+    """How the platform's own functions reach its port (a wildcard bind is reached on loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _signing_master(state_dir: Path) -> bytes:
@@ -182,6 +194,22 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         admin_token=token,
         max_instances=settings.max_instances,
     )
+    functions_runtime = LocalRuntime(
+        settings.state_dir / "functions",
+        environment=environment,
+        load_timeout_s=settings.load_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+        launcher=launcher,
+        owns_launcher=False,
+    )
+    gateway_controller = GatewayController(
+        GatewayStore(store.engine),
+        functions_runtime,
+        artifacts,
+        controller,
+        platform_url=_local_url(settings.host, public.getsockname()[1]),
+        admin_token=token,
+    )
     capture = DataCapture(settings.state_dir / "capture-spool", _capture_destinations(artifacts, settings))
     front_door = FrontDoor(
         runtime,
@@ -191,7 +219,15 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         capture=capture,
         access=controller.access,
     )
-    api = build_api(controller, token=token, scratch_dir=settings.state_dir / "tmp")
+    gateway = Gateway(front_door, functions_runtime, gateway_controller.known_state, controller.access)
+    gateway_controller.publish_to(gateway)
+    api = build_api(
+        controller,
+        token=token,
+        scratch_dir=settings.state_dir / "tmp",
+        gateway=gateway_controller,
+        usage=gateway.usage,
+    )
     api_server = _ApiServer(
         uvicorn.Config(
             api,
@@ -206,15 +242,20 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
             timeout_keep_alive=5,
         )
     )
-    doors = FrontDoorServer(front_door, ConnectionSettings(api_host="127.0.0.1", api_port=internal.getsockname()[1]))
+    doors = FrontDoorServer(
+        front_door,
+        ConnectionSettings(api_host="127.0.0.1", api_port=internal.getsockname()[1], gateway=gateway),
+    )
     stop = asyncio.Event()
     _stop_on_signals(stop)
     api_task = asyncio.create_task(api_server.serve(sockets=[internal]))
     sweeper = asyncio.create_task(front_door.expire_overdue_forever())
+    function_sweeper = asyncio.create_task(gateway.expire_overdue_forever())
     capturing = asyncio.create_task(capture.run())
     try:
         await doors.start(public)
         await controller.recover()
+        await gateway_controller.recover()
         log.info(
             "modelhost up on http://%s:%d (state %s, artifacts %s)",
             settings.host,
@@ -226,9 +267,11 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         await doors.stop(grace_s=settings.request_timeout_s + 10)
     finally:
         sweeper.cancel()
+        function_sweeper.cancel()
         api_server.should_exit = True
         await asyncio.gather(api_task, return_exceptions=True)
         log.info("stopping every instance")
+        await gateway_controller.shutdown()
         await controller.shutdown()
         capturing.cancel()  # its last flush ships what was captured
         await asyncio.gather(capturing, return_exceptions=True)

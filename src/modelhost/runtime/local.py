@@ -30,8 +30,10 @@ class LocalRuntime:
         load_timeout_s: float = 300.0,
         request_timeout_s: float = 60.0,
         launcher: Launcher | None = None,
+        owns_launcher: bool = True,
     ) -> None:
         self._launcher = launcher
+        self._owns_launcher = owns_launcher  # False: another runtime shares it and stops it
         self.run_root = state_dir / "run"
         self.log_root = state_dir / "logs"
         self._environment = dict(environment or {})
@@ -94,7 +96,7 @@ class LocalRuntime:
     async def shutdown(self) -> None:
         deployments, self._deployments = list(self._deployments.values()), {}
         await asyncio.gather(*(self._retire(d) for d in deployments))
-        if self._launcher is not None:
+        if self._launcher is not None and self._owns_launcher:
             await self._launcher.stop()
 
     async def _retire(self, deployment: Deployment) -> None:

@@ -1,0 +1,146 @@
+"""The gateway's resources: functions (Lambda-style handlers) and routes (API Gateway-style paths).
+
+    Function   code (packed in the artifact store), ``handler`` as module.function, environment,
+               artifacts it may read, a timeout and a memory cap; its state: Pending ─► Active | Failed
+    Route      METHOD + path template (``/v1/items/{id}``) ─► a function or an endpoint, with an API-key
+               requirement, a rate limit (token bucket), a body size limit
+
+Values are immutable and validated with the field named, as the hosting resources are.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from modelhost.control.resources import check_name
+from modelhost.errors import ValidationFailed
+
+HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.[A-Za-z_][A-Za-z0-9_]*$")
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY")
+RESERVED_PREFIXES = ("/api/", "/endpoints/")  # the platform's own paths (and "/", SageMaker's API)
+_SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,;=:@-]+)$")
+MAX_TIMEOUT_S = 900.0  # Lambda's
+DEFAULT_BODY_LIMIT = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+
+
+class FunctionState(enum.StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    code_uri: str  # the packed code in the artifact store (a folder or tar.gz also works)
+    handler: str  # "module.function", e.g. "app.lambda_handler"
+    environment: Mapping[str, str] = field(default_factory=dict)
+    artifacts: Mapping[str, str] = field(default_factory=dict)  # file name ─► URI, fetched before the first call
+    timeout_s: float = 30.0
+    memory_mb: int = 512
+    code_sha256: str | None = None
+    state: FunctionState = FunctionState.PENDING
+    failure_reason: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "FunctionName")
+        if not isinstance(self.handler, str) or not HANDLER_PATTERN.fullmatch(self.handler):
+            raise ValidationFailed(
+                f"Handler: {self.handler!r} must be module.function (e.g. app.lambda_handler; module may be dotted)"
+            )
+        if not isinstance(self.code_uri, str) or not self.code_uri.strip():
+            raise ValidationFailed("Code: a code URI or path is required")
+        if not isinstance(self.timeout_s, (int, float)) or not 1 <= self.timeout_s <= MAX_TIMEOUT_S:
+            raise ValidationFailed(f"Timeout: must be 1-{MAX_TIMEOUT_S:g} seconds, got {self.timeout_s!r}")
+        if not isinstance(self.memory_mb, int) or not 128 <= self.memory_mb <= 65536:
+            raise ValidationFailed(f"MemorySize: must be 128-65536 MB, got {self.memory_mb!r}")
+        for key, value in self.environment.items():
+            if not isinstance(key, str) or not isinstance(value, str) or not key:
+                raise ValidationFailed(f"Environment: {key!r} must map a name to a string")
+        for name, uri in self.artifacts.items():
+            if not isinstance(name, str) or not ARTIFACT_NAME.fullmatch(name):
+                raise ValidationFailed(f"Artifacts: {name!r} must be a plain file name (letters, digits, . _ -)")
+            if not isinstance(uri, str) or not uri.strip():
+                raise ValidationFailed(f"Artifacts[{name}]: a URI or path is required")
+
+
+class TargetKind(enum.StrEnum):
+    FUNCTION = "function"
+    ENDPOINT = "endpoint"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: ``rate`` requests a second on average, bursts of up to ``burst``."""
+
+    rate: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rate, (int, float)) or self.rate <= 0:
+            raise ValidationFailed(f"Rate: must be > 0 requests a second, got {self.rate!r}")
+        if not isinstance(self.burst, int) or self.burst < 1:
+            raise ValidationFailed(f"Burst: must be >= 1, got {self.burst!r}")
+
+    @classmethod
+    def parse(cls, rate: str, burst: int | None = None) -> RateLimit:
+        """``"50/s"``, ``"600/m"`` or a bare number (a second); the burst defaults to a second's worth."""
+        text = rate.strip().lower()
+        number, _, unit = text.partition("/")
+        per = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}.get(unit)
+        try:
+            value = float(number)
+        except ValueError:
+            value = -1.0
+        if per is None or value <= 0:
+            raise ValidationFailed(f"Rate: {rate!r} must be N/s or N/m, e.g. 50/s")
+        per_second = value / per
+        return cls(per_second, burst if burst is not None else max(1, round(per_second)))
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    target_kind: TargetKind
+    target: str  # a function's or an endpoint's name
+    api_key_required: bool = False
+    rate_limit: RateLimit | None = None
+    max_body_bytes: int = DEFAULT_BODY_LIMIT
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValidationFailed(f"Method: {self.method!r} is not one of {', '.join(METHODS)}")
+        check_path(self.path)
+        check_name(self.target, "Target")
+        if not isinstance(self.max_body_bytes, int) or not 0 < self.max_body_bytes <= 64 * 1024 * 1024:
+            raise ValidationFailed(f"MaxBodyBytes: must be 1 byte to 64 MB, got {self.max_body_bytes!r}")
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def check_path(path: str) -> None:
+    """A route's path: absolute, plain segments or ``{name}`` parameters, not one of the platform's own."""
+    if not isinstance(path, str) or not path.startswith("/") or path == "/":
+        raise ValidationFailed(f"Path: {path!r} must start with / and name at least one segment")
+    if path.startswith(RESERVED_PREFIXES) or path.rstrip("/") in ("/api", "/endpoints"):
+        raise ValidationFailed(f"Path: {path!r} is the platform's own (/api/ and /endpoints/ are reserved)")
+    segments = path.strip("/").split("/")
+    names = []
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment):
+            raise ValidationFailed(f"Path: segment {segment!r} of {path!r} is neither plain nor a {{parameter}}")
+        if segment.startswith("{"):
+            names.append(segment[1:-1])
+    if len(names) != len(set(names)):
+        raise ValidationFailed(f"Path: {path!r} names a parameter twice")

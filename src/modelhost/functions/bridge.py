@@ -1,0 +1,121 @@
+"""The model server's handler program for a function: ``handler(event, context)`` behind ``/invocations``.
+
+A function runs in a model-server instance like any model, so it inherits what instances already
+have: the warm launcher, supervision and restarts, logs, a deadline per call (504, and a stuck
+worker is recycled: a handler in an endless loop does not keep its worker). This file is the
+instance's ``SAGEMAKER_PROGRAM``; the function's code is the instance's artifact.
+
+    model_fn     cap memory, fetch the function's artifacts, import the handler (once per instance)
+    transform_fn the body is the event (built by the gateway), the request id comes as x-request-id
+                 ─► handler(event, context) ─► its return value as JSON
+
+Configured by the environment the platform sets: ``MODELHOST_FUNCTION_HANDLER`` (module.function),
+``MODELHOST_FUNCTION_NAME``, ``MODELHOST_FUNCTION_ARTIFACTS`` (JSON: file name ─► URI),
+``MODELHOST_FUNCTION_MEMORY_MB`` and ``MODELHOST_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+ARTIFACTS_DIR_ENV = "MODELHOST_FUNCTION_ARTIFACTS_DIR"
+
+
+class LambdaContext:
+    """What AWS Lambda passes as ``context``: the request id, names, limits and the time left."""
+
+    def __init__(self, request_id: str, function_name: str, memory_mb: int, timeout_s: float) -> None:
+        self.aws_request_id = request_id
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.log_group_name = f"/modelhost/functions/{function_name}"
+        self.log_stream_name = f"{os.getpid()}"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def _limit_memory(memory_mb: int) -> None:
+    """Cap what the handler may allocate: ``memory_mb`` beyond what the runtime itself holds now.
+
+    RLIMIT_DATA counts the heap and private anonymous mappings (where Python and NumPy allocate);
+    past it an allocation fails and the handler sees a MemoryError (a 502 for that call only).
+    """
+    in_use = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            in_use = int(line.split()[1]) * 1024
+    limit = in_use + memory_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+def _fetch_artifacts(artifacts: dict[str, str], destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for name, uri in artifacts.items():
+        target = destination / name
+        if uri.startswith("s3://"):
+            from modelhost.artifacts.s3 import download
+
+            downloaded = download(uri, destination / f".{name}.download", os.environ.get("MODELHOST_S3_ENDPOINT_URL"))
+            downloaded.replace(target)
+            shutil.rmtree(destination / f".{name}.download", ignore_errors=True)
+            continue
+        source = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, target)
+
+
+def model_fn(model_dir: str | Path) -> Callable[..., Any]:
+    model_dir = str(model_dir)
+    handler_name = os.environ["MODELHOST_FUNCTION_HANDLER"]
+    artifacts = json.loads(os.environ.get("MODELHOST_FUNCTION_ARTIFACTS") or "{}")
+    if artifacts:
+        destination = Path(os.environ.get(ARTIFACTS_DIR_ENV) or Path(model_dir) / "artifacts")
+        _fetch_artifacts(artifacts, destination)
+        os.environ[ARTIFACTS_DIR_ENV] = str(destination)
+    os.chdir(model_dir)  # relative paths in the handler mean its code folder, as /var/task on Lambda
+    if model_dir not in sys.path:
+        sys.path.insert(0, model_dir)
+    module_name, _, attribute = handler_name.rpartition(".")
+    module = importlib.import_module(module_name)
+    handler = getattr(module, attribute, None)
+    if not callable(handler):
+        raise AttributeError(f"{module_name!r} defines no function {attribute!r} (the handler {handler_name})")
+    _limit_memory(int(os.environ.get("MODELHOST_FUNCTION_MEMORY_MB", "512")))
+    return handler  # type: ignore[no-any-return]
+
+
+def transform_fn(
+    handler: Callable[..., Any], body: bytes | str, content_type: str, accept: str, context: Any
+) -> tuple[str, str]:
+    """The body is the event; the server's context carries the gateway's request id."""
+    event = json.loads(body)
+    lambda_context = LambdaContext(
+        context.request_id or os.urandom(8).hex(),
+        os.environ.get("MODELHOST_FUNCTION_NAME", "function"),
+        int(os.environ.get("MODELHOST_FUNCTION_MEMORY_MB", "512")),
+        float(os.environ.get("MODELHOST_TIMEOUT", "30")),
+    )
+    result = handler(event, lambda_context)
+    try:
+        return json.dumps(result), "application/json"
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the handler returned a value that is not JSON: {exc}") from None
