@@ -27,6 +27,19 @@ def _parse_artifacts(values: tuple[str, ...]) -> dict[str, str]:
     return artifacts
 
 
+def _json_argument(option: str, value: str) -> Any:
+    """JSON given inline, or ``@path`` to a file of it."""
+    import json
+
+    try:
+        if value.startswith("@"):
+            with open(value[1:], encoding="utf-8") as handle:
+                return json.load(handle)
+        return json.loads(value)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", param_hint=option) from None
+
+
 @click.group()
 def function() -> None:
     """Lambda-style functions: handler(event, context) with its code, environment and artifacts."""
@@ -149,6 +162,10 @@ def route() -> None:
 @click.option("--rate", help="Rate limit, e.g. 50/s or 600/m (per API key when keys are required).")
 @click.option("--burst", type=int, help="Requests allowed at once (default: a second's worth).")
 @click.option("--max-body-mb", type=float, default=6.0, show_default=True, help="Largest request body.")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="A browser origin that may call it (or *).")
+@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False), help="JSON Schema file.")
+@click.option("--example", help="An example body (JSON, or @file.json) for the OpenAPI page.")
+@click.option("--summary", help="One line for the OpenAPI page.")
 @click.option("--url", help=_URL_HELP)
 def route_create(method: str, path: str, function_name: str | None, url: str | None, **options: Any) -> None:
     """Create route METHOD PATH (e.g. POST /v1/churn, GET /v1/items/{id})."""
@@ -166,6 +183,14 @@ def route_create(method: str, path: str, function_name: str | None, url: str | N
         settings["rate"] = options["rate"]
     if options["burst"] is not None:
         settings["burst"] = options["burst"]
+    if options["cors_origins"]:
+        settings["cors"] = {"allow_origins": list(options["cors_origins"])}
+    if options["schema_file"] is not None:
+        settings["request_schema"] = _json_argument("--schema", "@" + options["schema_file"])
+    if options["example"] is not None:
+        settings["example"] = _json_argument("--example", options["example"])
+    if options["summary"] is not None:
+        settings["summary"] = options["summary"]
     try:
         created = _client(url).create_route(method.upper(), path, **settings)
     except ClientError as exc:

@@ -2,7 +2,8 @@
 
 Handlers translate between the schemas and the controller, nothing more. Every error is
 ``{"error": ..., "message": ...}`` with the status its ModelhostError carries; a malformed body
-is a 400 naming the field. When a token is configured, every route but ``/api/v1/health`` needs
+is a 400 naming the field. When a token is configured, every route but ``/api/v1/health``, the docs pages
+and the gateway's published OpenAPI document (``/api/v1/gateway/...``) needs
 ``Authorization: Bearer <token>``.
 """
 
@@ -26,6 +27,7 @@ from modelhost import __version__
 from modelhost.control.controller import Controller, DeployRequest
 from modelhost.control.gateway_api import gateway_router
 from modelhost.control.gateway_controller import GatewayController
+from modelhost.control.gateway_openapi import routes_document
 from modelhost.control.resources import check_name
 from modelhost.control.schemas import (
     ApiKeyCreated,
@@ -197,6 +199,7 @@ def build_api(
     _add_artifact_upload(router, controller, scratch_dir, max_artifact_bytes)
     if gateway is not None:
         router.include_router(gateway_router(gateway, usage))
+        _add_gateway_docs(app, gateway)
     app.include_router(router)
     _add_sagemaker_api(app, SageMakerApi(controller, token=token))
     _install_error_handlers(app)
@@ -284,6 +287,24 @@ def _add_docs_page(app: FastAPI) -> None:
     @app.get(f"{API}/docs-assets/{{name}}", include_in_schema=False)
     async def docs_asset(name: str) -> Response:
         return _docs_asset(name)
+
+
+def _add_gateway_docs(app: FastAPI, gateway: GatewayController) -> None:
+    """The routes' OpenAPI document and its try-it page: public, like a published API Gateway export."""
+
+    @app.get(f"{API}/gateway/openapi.json", include_in_schema=False)
+    async def gateway_openapi() -> JSONResponse:
+        return JSONResponse(routes_document(await gateway.list_routes()))
+
+    @app.get(f"{API}/gateway/docs", include_in_schema=False)
+    async def gateway_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API}/gateway/openapi.json",
+            title="modelhost gateway",
+            swagger_js_url=f"{API}/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{API}/docs-assets/swagger-ui.css",
+            swagger_favicon_url=f"{API}/docs-assets/favicon.png",
+        )
 
 
 class _Unauthorized(ModelhostError):

@@ -18,6 +18,7 @@ from modelhost.control.gateway_controller import GatewayController
 from modelhost.control.gateway_resources import (
     DEFAULT_BODY_LIMIT,
     MAX_TIMEOUT_S,
+    Cors,
     Function,
     RateLimit,
     Route,
@@ -86,6 +87,34 @@ class FunctionOut(BaseModel):
         )
 
 
+class CorsIn(BaseModel):
+    model_config = _STRICT
+    allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    allow_headers: list[str] = Field(default_factory=lambda: ["content-type", "x-api-key", "authorization"])
+    expose_headers: list[str] = Field(default_factory=lambda: ["x-amzn-requestid"])
+    max_age_s: int = 600
+    allow_credentials: bool = False
+
+    def to_resource(self) -> Cors:
+        return Cors(
+            tuple(self.allow_origins),
+            tuple(h.lower() for h in self.allow_headers),
+            tuple(h.lower() for h in self.expose_headers),
+            self.max_age_s,
+            self.allow_credentials,
+        )
+
+    @classmethod
+    def of(cls, cors: Cors) -> CorsIn:
+        return cls(
+            allow_origins=list(cors.allow_origins),
+            allow_headers=list(cors.allow_headers),
+            expose_headers=list(cors.expose_headers),
+            max_age_s=cors.max_age_s,
+            allow_credentials=cors.allow_credentials,
+        )
+
+
 class RouteIn(BaseModel):
     model_config = _STRICT
     method: str = Field(description="GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or ANY")
@@ -96,6 +125,12 @@ class RouteIn(BaseModel):
     rate: str | None = Field(None, description="e.g. 50/s or 600/m; per API key when a key is required")
     burst: int | None = Field(None, description="requests allowed at once (default: a second's worth)")
     max_body_bytes: int = DEFAULT_BODY_LIMIT
+    cors: CorsIn | None = Field(None, description="browser origins that may call it; preflights answered")
+    request_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema (2020-12) the JSON body must satisfy (else 400 naming the field)"
+    )
+    example: Any = Field(None, description="an example body for the OpenAPI document")
+    summary: str | None = None
 
     def to_resource(self) -> Route:
         if (self.function is None) == (self.endpoint is None):
@@ -111,6 +146,10 @@ class RouteIn(BaseModel):
             api_key_required=self.api_key_required,
             rate_limit=RateLimit.parse(self.rate, self.burst) if self.rate is not None else None,
             max_body_bytes=self.max_body_bytes,
+            cors=self.cors.to_resource() if self.cors is not None else None,
+            request_schema=self.request_schema,
+            example=self.example,
+            summary=self.summary,
         )
 
 
@@ -124,6 +163,10 @@ class RouteOut(BaseModel):
     burst: int | None
     max_body_bytes: int
     created_at: datetime | None
+    cors: CorsIn | None = None
+    request_schema: dict[str, Any] | None = None
+    example: Any = None
+    summary: str | None = None
 
     @classmethod
     def of(cls, route: Route) -> RouteOut:
@@ -137,6 +180,10 @@ class RouteOut(BaseModel):
             burst=route.rate_limit.burst if route.rate_limit else None,
             max_body_bytes=route.max_body_bytes,
             created_at=route.created_at,
+            cors=CorsIn.of(route.cors) if route.cors is not None else None,
+            request_schema=dict(route.request_schema) if route.request_schema is not None else None,
+            example=route.example,
+            summary=route.summary,
         )
 
 

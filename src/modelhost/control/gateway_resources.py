@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from modelhost.control.resources import check_name
 from modelhost.errors import ValidationFailed
@@ -106,6 +107,28 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Cors:
+    """Which browser origins may call a route; preflights (OPTIONS) are answered by the gateway."""
+
+    allow_origins: tuple[str, ...] = ("*",)
+    allow_headers: tuple[str, ...] = ("content-type", "x-api-key", "authorization")
+    expose_headers: tuple[str, ...] = ("x-amzn-requestid",)
+    max_age_s: int = 600
+    allow_credentials: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.allow_origins or not all(isinstance(o, str) and o for o in self.allow_origins):
+            raise ValidationFailed("Cors.AllowOrigins: give one or more origins (or *)")
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValidationFailed("Cors.AllowCredentials: browsers refuse credentials with origin *; list origins")
+        if not isinstance(self.max_age_s, int) or not 0 <= self.max_age_s <= 86400:
+            raise ValidationFailed(f"Cors.MaxAge: must be 0-86400 seconds, got {self.max_age_s!r}")
+
+    def allows(self, origin: str) -> bool:
+        return "*" in self.allow_origins or origin in self.allow_origins
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     path: str
@@ -115,6 +138,10 @@ class Route:
     rate_limit: RateLimit | None = None
     max_body_bytes: int = DEFAULT_BODY_LIMIT
     created_at: datetime | None = None
+    cors: Cors | None = None
+    request_schema: Mapping[str, Any] | None = None  # JSON Schema (2020-12) the JSON body must satisfy
+    example: Any = None  # an example body, shown in the OpenAPI document (checked against the schema)
+    summary: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -123,6 +150,10 @@ class Route:
         check_name(self.target, "Target")
         if not isinstance(self.max_body_bytes, int) or not 0 < self.max_body_bytes <= 64 * 1024 * 1024:
             raise ValidationFailed(f"MaxBodyBytes: must be 1 byte to 64 MB, got {self.max_body_bytes!r}")
+        if self.summary is not None and (not isinstance(self.summary, str) or len(self.summary) > 200):
+            raise ValidationFailed("Summary: at most 200 characters")
+        if self.request_schema is not None:
+            check_schema(self.request_schema, self.example)
 
     @property
     def key(self) -> str:
@@ -144,3 +175,21 @@ def check_path(path: str) -> None:
             names.append(segment[1:-1])
     if len(names) != len(set(names)):
         raise ValidationFailed(f"Path: {path!r} names a parameter twice")
+
+
+def check_schema(schema: Mapping[str, Any], example: Any = None) -> None:
+    """A route's request schema must be valid JSON Schema 2020-12, and its example must satisfy it."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    if not isinstance(schema, Mapping):
+        raise ValidationFailed("RequestSchema: must be a JSON Schema object")
+    try:
+        Draft202012Validator.check_schema(dict(schema))
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ValidationFailed(f"RequestSchema: not valid JSON Schema at {where}: {exc.message}") from None
+    if example is not None:
+        error = next(iter(Draft202012Validator(dict(schema)).iter_errors(example)), None)
+        if error is not None:
+            raise ValidationFailed(f"Example: does not satisfy the request schema: {error.message}")

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from modelhost.control.gateway_resources import Function, FunctionState, RateLimit, Route, TargetKind
+from modelhost.control.gateway_resources import Cors, Function, FunctionState, RateLimit, Route, TargetKind
 from modelhost.control.store import add_missing_columns
 from modelhost.errors import ResourceExists, ResourceNotFound
 
@@ -59,6 +59,10 @@ routes = Table(
     Column("burst", Integer),
     Column("max_body_bytes", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("cors", JSON),
+    Column("request_schema", JSON),
+    Column("example", JSON),
+    Column("summary", Text),
 )
 
 
@@ -139,6 +143,10 @@ class GatewayStore:
                         burst=route.rate_limit.burst if route.rate_limit else None,
                         max_body_bytes=route.max_body_bytes,
                         created_at=_now(),
+                        cors=_cors_json(route.cors),
+                        request_schema=dict(route.request_schema) if route.request_schema is not None else None,
+                        example=route.example,
+                        summary=route.summary,
                     )
                 )
         except IntegrityError as exc:
@@ -206,4 +214,32 @@ def _route(row: Any) -> Route:
         rate_limit=rate_limit,
         max_body_bytes=row["max_body_bytes"],
         created_at=_aware(row["created_at"]),
+        cors=_cors(row["cors"]),
+        request_schema=row["request_schema"],
+        example=row["example"],
+        summary=row["summary"],
+    )
+
+
+def _cors_json(cors: Cors | None) -> dict[str, Any] | None:
+    if cors is None:
+        return None
+    return {
+        "allow_origins": list(cors.allow_origins),
+        "allow_headers": list(cors.allow_headers),
+        "expose_headers": list(cors.expose_headers),
+        "max_age_s": cors.max_age_s,
+        "allow_credentials": cors.allow_credentials,
+    }
+
+
+def _cors(value: dict[str, Any] | None) -> Cors | None:
+    if value is None:
+        return None
+    return Cors(
+        tuple(value["allow_origins"]),
+        tuple(value["allow_headers"]),
+        tuple(value["expose_headers"]),
+        value["max_age_s"],
+        value["allow_credentials"],
     )

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from modelhost.control.gateway_resources import Route, TargetKind
+from modelhost.control.gateway_resources import Cors, Route, TargetKind
 from modelhost.control.resources import ApiKey
 from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render
 from modelhost.frontdoor.throttle import Buckets, retry_after
@@ -57,6 +57,7 @@ class Keys(Protocol):
 class RouteMatch:
     route: Route
     parameters: dict[str, str]
+    preflight: bool = False  # an OPTIONS request for a route with CORS: answered by the gateway itself
 
 
 class CompiledRoutes:
@@ -78,7 +79,12 @@ class CompiledRoutes:
             templates.append((literal, route.method, re.compile(pattern + "$"), route))
         templates.sort(key=lambda item: -item[0])
         self._templates = templates
-        self.paths = frozenset(path for _, path in self._exact) | frozenset(r.path for *_, r in templates)
+        self.validators: dict[str, Any] = {}  # route key ─► its compiled request schema
+        for route in routes:
+            if route.request_schema is not None:
+                from jsonschema import Draft202012Validator
+
+                self.validators[route.key] = Draft202012Validator(dict(route.request_schema))
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         path = path.rstrip("/") or "/"
@@ -91,9 +97,17 @@ class CompiledRoutes:
                 return RouteMatch(route, found.groupdict())
         return None
 
-    def knows_path(self, path: str) -> bool:
-        """Some route has this path (any method): a wrong method is then a 405, not a relay to the API."""
-        return any(self.match(method, path) for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"))
+    def preflight(self, path: str) -> RouteMatch | None:
+        """For OPTIONS on a path whose routes have CORS: the route that answers the preflight."""
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "ANY"):
+            found = self.match(method, path)
+            if found is not None and found.route.cors is not None:
+                return RouteMatch(found.route, found.parameters, preflight=True)
+        return None
+
+    def methods_for(self, path: str) -> list[str]:
+        found = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD") if self.match(m, path) is not None]
+        return [*found, "OPTIONS"]
 
 
 class Gateway:
@@ -120,10 +134,10 @@ class Gateway:
         self._routes = CompiledRoutes(routes)
 
     def match(self, method: str, path: str) -> RouteMatch | None:
-        return self._routes.match(method, path)
-
-    def knows_path(self, path: str) -> bool:
-        return self._routes.knows_path(path)
+        found = self._routes.match(method, path)
+        if found is None and method == "OPTIONS":
+            return self._routes.preflight(path)
+        return found
 
     def handle(  # noqa: PLR0917 (called once per request by the protocol: positional on purpose)
         self,
@@ -136,9 +150,16 @@ class Gateway:
     ) -> None:
         request_id = f"{self._id_prefix}{next(self._ids):x}"
         route = found.route
+        origin = next((value for name, value in headers if name == b"origin"), None)
+        if route.cors is not None and origin is not None:
+            respond = _with_cors(respond, route.cors, origin.decode("latin-1"))
         try:
+            if found.preflight:
+                respond(self._preflight(found, url, origin, request_id))
+                return
             key = self._authorize(route, headers)
             self._throttle(route, key)
+            self._validate(route, headers, body)
             if key is not None:
                 self.usage[(key.name, route.key)] += 1
             if route.target_kind is TargetKind.ENDPOINT:
@@ -157,6 +178,37 @@ class Gateway:
             )
         except FrontDoorError as exc:
             respond(_error(exc, request_id))
+
+    def _preflight(self, found: RouteMatch, url: bytes, origin: bytes | None, request_id: str) -> bytes:
+        cors = found.route.cors
+        assert cors is not None
+        if origin is None or not cors.allows(origin.decode("latin-1")):
+            raise FrontDoorError(403, "Forbidden", "This origin may not call the route (CORS).")
+        path = url.partition(b"?")[0].decode("utf-8", "replace")
+        headers = [
+            (b"access-control-allow-methods", ", ".join(self._routes.methods_for(path)).encode()),
+            (b"access-control-allow-headers", ", ".join(cors.allow_headers).encode()),
+            (b"access-control-max-age", str(cors.max_age_s).encode()),
+            (b"x-amzn-requestid", request_id.encode()),
+        ]
+        return render(204, headers, b"")
+
+    def _validate(self, route: Route, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The body against the route's JSON Schema, before anything runs: 400 naming the failing field."""
+        validator = self._routes.validators.get(route.key)
+        if validator is None:
+            return
+        try:
+            document = orjson.loads(body or b"null")
+        except orjson.JSONDecodeError as exc:
+            raise FrontDoorError(400, "ValidationError", f"body: malformed JSON: {exc}") from None
+        from jsonschema.exceptions import best_match
+
+        error = best_match(validator.iter_errors(document))
+        if error is not None:
+            field = ".".join(str(part) for part in error.absolute_path)
+            where = f"body.{field}" if field else "body"
+            raise FrontDoorError(400, "ValidationError", f"{where}: {error.message}", field=field or None)
 
     def _authorize(self, route: Route, headers: list[tuple[bytes, bytes]]) -> ApiKey | None:
         presented = next((value for name, value in headers if name == b"x-api-key"), None)
@@ -269,6 +321,25 @@ class _FunctionCall:
             return
         lost = FrontDoorError(502, "FunctionError", f"Function {self.name}: its instance failed: {error.message}")
         self.respond(_error(lost, self.request_id))
+
+
+def _with_cors(respond: Respond, cors: Cors, origin: str) -> Respond:
+    """``respond`` with the CORS headers the browser needs added to whatever the answer is."""
+    if not cors.allows(origin):
+        return respond
+    allowed = "*" if "*" in cors.allow_origins and not cors.allow_credentials else origin
+    lines = [f"access-control-allow-origin: {allowed}", "vary: Origin"]
+    if cors.expose_headers:
+        lines.append(f"access-control-expose-headers: {', '.join(cors.expose_headers)}")
+    if cors.allow_credentials:
+        lines.append("access-control-allow-credentials: true")
+    extra = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+
+    def with_headers(data: bytes) -> None:
+        end_of_status = data.find(b"\r\n") + 2
+        respond(data[:end_of_status] + extra + data[end_of_status:] if end_of_status > 1 else data)
+
+    return with_headers
 
 
 # -- the event and the answer --------------------------------------------------------------------------
