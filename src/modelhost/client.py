@@ -141,9 +141,17 @@ class Client:
         body = {"require_api_key": require_api_key}
         return dict(self._json("PUT", f"/api/v1/endpoints/{name}/access", json=body))
 
-    def create_api_key(self, name: str, endpoints: list[str] | None = None) -> dict[str, Any]:
-        """A new invocation key; the result's ``key`` is the key itself, shown this once."""
-        return dict(self._json("POST", "/api/v1/api-keys", json={"name": name, "endpoints": endpoints}))
+    def create_api_key(
+        self, name: str, endpoints: list[str] | None = None, *, rate: str | None = None, burst: int | None = None
+    ) -> dict[str, Any]:
+        """A new key; the result's ``key`` is the key itself, shown this once. ``rate`` ("10/s") and
+        ``burst`` limit the key over every gateway route."""
+        body: dict[str, Any] = {"name": name, "endpoints": endpoints}
+        if rate is not None:
+            body["rate"] = rate
+        if burst is not None:
+            body["burst"] = burst
+        return dict(self._json("POST", "/api/v1/api-keys", json=body))
 
     def list_api_keys(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/api/v1/api-keys")["api_keys"])

@@ -317,13 +317,15 @@ def apikey() -> None:
 @apikey.command(name="create")
 @click.argument("name")
 @click.option("--endpoint", "endpoints", multiple=True, help="Only for this endpoint (repeatable; default: all).")
+@click.option("--rate", help="The key's own limit over every gateway route, e.g. 10/s or 600/m.")
+@click.option("--burst", type=int, help="Requests at once under --rate (default: a second's worth).")
 @click.option("--url", help=_URL_HELP)
-def apikey_create(name: str, endpoints: tuple[str, ...], url: str | None) -> None:
+def apikey_create(name: str, endpoints: tuple[str, ...], rate: str | None, burst: int | None, url: str | None) -> None:
     """Create key NAME and print it: it is shown this once (only its hash is kept)."""
     from modelhost.client import ClientError
 
     try:
-        created = _client(url).create_api_key(name, list(endpoints) or None)
+        created = _client(url).create_api_key(name, list(endpoints) or None, rate=rate, burst=burst)
     except ClientError as exc:
         _fail(exc)
     click.echo(created["key"])

@@ -28,6 +28,7 @@ from modelhost.control.controller import Controller, DeployRequest
 from modelhost.control.gateway_api import gateway_router
 from modelhost.control.gateway_controller import GatewayController
 from modelhost.control.gateway_openapi import routes_document
+from modelhost.control.gateway_resources import RateLimit
 from modelhost.control.resources import check_name
 from modelhost.control.schemas import (
     ApiKeyCreated,
@@ -211,7 +212,15 @@ def _add_api_keys(router: APIRouter, controller: Controller) -> None:
     async def create_api_key(body: ApiKeyIn) -> ApiKeyCreated:
         """A new key for invocations; the response holds the key itself, shown this once."""
         endpoints = tuple(body.endpoints) if body.endpoints is not None else None
-        record, secret = await controller.create_api_key(body.name, endpoints)
+        if body.rate is None and body.burst is not None:
+            raise ValidationFailed("burst: give rate too")
+        limit = RateLimit.parse(body.rate, body.burst) if body.rate is not None else None
+        record, secret = await controller.create_api_key(
+            body.name,
+            endpoints,
+            rate_per_s=limit.rate if limit else None,
+            burst=limit.burst if limit else None,
+        )
         return ApiKeyCreated(**ApiKeyOut.of(record).model_dump(), key=secret)
 
     @router.get("/api-keys", tags=["access"])

@@ -410,12 +410,27 @@ class Controller:
     async def set_endpoint_access(self, name: str, *, require_api_key: bool) -> Endpoint:
         return self._note(await self._db(lambda: self.store.set_endpoint_access(name, require_api_key=require_api_key)))
 
-    async def create_api_key(self, name: str, endpoints: tuple[str, ...] | None) -> tuple[ApiKey, str]:
+    async def create_api_key(
+        self,
+        name: str,
+        endpoints: tuple[str, ...] | None,
+        *,
+        rate_per_s: float | None = None,
+        burst: int | None = None,
+    ) -> tuple[ApiKey, str]:
         """A new key; returned once, in the clear, with its record (which keeps only the hash)."""
         secret, access_key_id = self.access.new_key()
         record = await self._db(
             self.store.create_api_key,
-            ApiKey(name, key_sha256(secret), secret[: len(KEY_PREFIX) + 4], endpoints, access_key_id=access_key_id),
+            ApiKey(
+                name,
+                key_sha256(secret),
+                secret[: len(KEY_PREFIX) + 4],
+                endpoints,
+                access_key_id=access_key_id,
+                rate_per_s=rate_per_s,
+                burst=burst,
+            ),
         )
         await self._reload_keys()
         return record, secret

@@ -235,8 +235,7 @@ def gateway_router(gateway: GatewayController, usage: Any = None) -> APIRouter:
 
         @router.get("/usage", tags=["access"])
         async def key_usage() -> Response:
-            """Calls per API key and route since the platform started."""
-            counts = [{"api_key": key, "route": route, "calls": n} for (key, route), n in sorted(usage.items())]
-            return Response(orjson.dumps({"usage": counts}), media_type="application/json")
+            """Calls per API key, gateway route and day (UTC)."""
+            return Response(orjson.dumps({"usage": await gateway.usage(usage)}), media_type="application/json")
 
     return router

@@ -9,13 +9,15 @@ the background and ends as the function's state (Active, or Failed with the load
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from modelhost.control.artifact_store import ArtifactStore
 from modelhost.control.controller import Controller
@@ -222,6 +224,43 @@ class GatewayController:
         routes = await self.list_routes()
         for sink in self._sinks:
             sink.replace_routes(routes)
+
+    # -- usage --------------------------------------------------------------------------------------
+    async def flush_usage(self, counts: collections.Counter[tuple[str, str]]) -> None:
+        """Move the gateway's counts (key, route) ─► calls into the store, under today's date."""
+        if not counts:
+            return
+        taken = dict(counts)
+        counts.subtract(taken)
+        for item in [item for item, n in counts.items() if n == 0]:
+            del counts[item]
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        try:
+            await self._db(self.store.add_usage, taken, day)
+        except Exception:
+            counts.update(taken)  # kept for the next flush
+            raise
+
+    async def flush_usage_forever(self, counts: collections.Counter[tuple[str, str]], every_s: float = 10.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.flush_usage(counts)
+            except Exception:
+                log.exception("usage could not be stored; kept for the next try")
+
+    async def usage(self, pending: collections.Counter[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Calls per key, route and day: what is stored and what has not been flushed yet."""
+        totals: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for row in await self._db(self.store.list_usage):
+            totals[(row["key_name"], row["route"], row["day"])] += row["calls"]
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        for (key_name, route), calls in pending.items():
+            totals[(key_name, route, day)] += calls
+        return [
+            {"api_key": key_name, "route": route, "day": day, "calls": calls}
+            for (key_name, route, day), calls in sorted(totals.items())
+        ]
 
     # -- start and stop -----------------------------------------------------------------------------
     async def recover(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +64,16 @@ routes = Table(
     Column("request_schema", JSON),
     Column("example", JSON),
     Column("summary", Text),
+)
+
+
+usage = Table(
+    "api_key_usage",
+    metadata,
+    Column("key_name", String(63), primary_key=True),
+    Column("route", String(1100), primary_key=True),
+    Column("day", String(10), primary_key=True),  # UTC, YYYY-MM-DD
+    Column("calls", Integer, nullable=False),
 )
 
 
@@ -169,6 +180,21 @@ class GatewayStore:
         with self._engine.begin() as db:
             if db.execute(delete(routes).where(routes.c.method == method, routes.c.path == path)).rowcount == 0:
                 raise ResourceNotFound(f"route {method} {path} does not exist")
+
+    # -- usage --------------------------------------------------------------------------------------
+    def add_usage(self, counts: Mapping[tuple[str, str], int], day: str) -> None:
+        """Add calls per (key, route) to the day's totals, in one transaction."""
+        with self._engine.begin() as db:
+            for (key_name, route), calls in counts.items():
+                where = (usage.c.key_name == key_name, usage.c.route == route, usage.c.day == day)
+                changed = db.execute(update(usage).where(*where).values(calls=usage.c.calls + calls)).rowcount
+                if changed == 0:
+                    db.execute(insert(usage).values(key_name=key_name, route=route, day=day, calls=calls))
+
+    def list_usage(self) -> list[dict[str, Any]]:
+        with self._engine.begin() as db:
+            rows = db.execute(select(usage).order_by(usage.c.day, usage.c.key_name, usage.c.route)).mappings()
+            return [dict(row) for row in rows]
 
 
 def _function_row(function: Function) -> dict[str, Any]:

@@ -214,8 +214,16 @@ class ApiKey:
     endpoints: tuple[str, ...] | None = None  # None: every endpoint that requires a key
     created_at: datetime | None = None
     access_key_id: str | None = None  # for SigV4-signed requests (boto3); None for keys made before it existed
+    rate_per_s: float | None = None  # the key's own limit over every gateway route (a token bucket)
+    burst: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "ApiKeyName")
+        if (self.rate_per_s is None) != (self.burst is None):
+            raise ValidationFailed("Rate, Burst: give both or neither")
+        if self.rate_per_s is not None and (not isinstance(self.rate_per_s, (int, float)) or self.rate_per_s <= 0):
+            raise ValidationFailed(f"Rate: must be > 0 requests a second, got {self.rate_per_s!r}")
+        if self.burst is not None and (not isinstance(self.burst, int) or self.burst < 1):
+            raise ValidationFailed(f"Burst: must be >= 1, got {self.burst!r}")
         for endpoint in self.endpoints or ():
             check_name(endpoint, "Endpoints")

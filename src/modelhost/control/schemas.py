@@ -262,6 +262,8 @@ class ApiKeyIn(BaseModel):
     model_config = _STRICT
     name: str
     endpoints: list[str] | None = Field(None, description="the endpoints it may invoke (default: every one)")
+    rate: str | None = Field(None, description="its own limit over every gateway route, e.g. 10/s or 600/m")
+    burst: int | None = Field(None, description="requests at once (default: a second's worth)")
 
 
 class ApiKeyOut(BaseModel):
@@ -272,6 +274,8 @@ class ApiKeyOut(BaseModel):
     access_key_id: str | None = Field(
         None, description="for SigV4-signed requests (boto3): AWS_ACCESS_KEY_ID, with the key as the secret"
     )
+    rate_per_s: float | None = None
+    burst: int | None = None
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:
@@ -282,6 +286,8 @@ class ApiKeyOut(BaseModel):
             endpoints=endpoints,
             created_at=key.created_at,
             access_key_id=key.access_key_id,
+            rate_per_s=key.rate_per_s,
+            burst=key.burst,
         )
 
 

@@ -110,6 +110,8 @@ api_keys = Table(
     Column("endpoints", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("access_key_id", String(32), unique=True),
+    Column("rate", Float),
+    Column("burst", Integer),
 )
 
 
@@ -361,7 +363,16 @@ class StateStore:
 
     # -- API keys -----------------------------------------------------------------------------------
     def create_api_key(self, key: ApiKey) -> ApiKey:
-        created = ApiKey(key.name, key.key_sha256, key.key_prefix, key.endpoints, _now(), key.access_key_id)
+        created = ApiKey(
+            key.name,
+            key.key_sha256,
+            key.key_prefix,
+            key.endpoints,
+            _now(),
+            key.access_key_id,
+            key.rate_per_s,
+            key.burst,
+        )
         try:
             with self._transaction() as db:
                 db.execute(
@@ -372,6 +383,8 @@ class StateStore:
                         endpoints=list(created.endpoints) if created.endpoints is not None else None,
                         created_at=created.created_at,
                         access_key_id=created.access_key_id,
+                        rate=created.rate_per_s,
+                        burst=created.burst,
                     )
                 )
         except IntegrityError as exc:
@@ -463,6 +476,8 @@ def _api_key(row: Any) -> ApiKey:
         tuple(endpoints) if endpoints is not None else None,
         _aware(row["created_at"]),
         row["access_key_id"],
+        row["rate"],
+        row["burst"],
     )
 
 

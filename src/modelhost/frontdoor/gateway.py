@@ -222,6 +222,17 @@ class Gateway:
         return key
 
     def _throttle(self, route: Route, key: ApiKey | None) -> None:
+        """The key's own limit (over every route), then the route's (per key when keys are required)."""
+        if key is not None and key.rate_per_s is not None and key.burst is not None:
+            wait = self._buckets.take(("key", key.name), key.rate_per_s, key.burst)
+            if wait > 0:
+                raise FrontDoorError(
+                    429,
+                    "TooManyRequestsException",
+                    f"Rate exceeded for API key {key.name}: {key.rate_per_s:g} requests a second, "
+                    f"bursts of {key.burst}.",
+                    retry_after=retry_after(wait),
+                )
         limit = route.rate_limit
         if limit is None:
             return

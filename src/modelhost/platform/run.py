@@ -251,6 +251,7 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
     api_task = asyncio.create_task(api_server.serve(sockets=[internal]))
     sweeper = asyncio.create_task(front_door.expire_overdue_forever())
     function_sweeper = asyncio.create_task(gateway.expire_overdue_forever())
+    usage_keeper = asyncio.create_task(gateway_controller.flush_usage_forever(gateway.usage))
     capturing = asyncio.create_task(capture.run())
     try:
         await doors.start(public)
@@ -268,10 +269,13 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
     finally:
         sweeper.cancel()
         function_sweeper.cancel()
+        usage_keeper.cancel()
         api_server.should_exit = True
         await asyncio.gather(api_task, return_exceptions=True)
         log.info("stopping every instance")
         await gateway_controller.shutdown()
+        with contextlib.suppress(Exception):
+            await gateway_controller.flush_usage(gateway.usage)
         await controller.shutdown()
         capturing.cancel()  # its last flush ships what was captured
         await asyncio.gather(capturing, return_exceptions=True)
