@@ -175,6 +175,7 @@ class GatewayController:
             "MODELHOST_FUNCTION_HANDLER": function.handler,
             "MODELHOST_FUNCTION_ARTIFACTS": json.dumps(dict(function.artifacts)),
             "MODELHOST_FUNCTION_MEMORY_MB": str(function.memory_mb),
+            "MODELHOST_FUNCTION_PACKAGES_DIR": str(self.runtime.run_root.parent / "packages"),
             "MODELHOST_TIMEOUT": f"{function.timeout_s:g}",
         }
         model = Model(function.name, function.code_uri, function.code_sha256, "custom", environment)

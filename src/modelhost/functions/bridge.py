@@ -83,8 +83,46 @@ def _fetch_artifacts(artifacts: dict[str, str], destination: Path) -> None:
             shutil.copyfile(source, target)
 
 
+def _install_requirements(model_dir: Path) -> None:
+    """``requirements.txt`` in the code: pip-installed once per distinct file, then on ``sys.path``.
+
+    Installed into ``$MODELHOST_FUNCTION_PACKAGES_DIR/<sha256 of the file>`` (a temporary folder
+    renamed when pip is done, so a half-finished install is never used), run from the code folder
+    so relative paths in the file (``./vendor/pkg``) work. pip's output goes to the function's log.
+    """
+    import hashlib
+    import subprocess
+    import tempfile
+
+    requirements = model_dir / "requirements.txt"
+    if not requirements.is_file():
+        return
+    root = Path(os.environ.get("MODELHOST_FUNCTION_PACKAGES_DIR") or model_dir.parent / "packages")
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    target = root / digest
+    if not target.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=root))
+        command = [
+            sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+            "--target", str(scratch), "-r", str(requirements),
+        ]  # fmt: skip
+        print(f"installing {requirements.name} into {target}", flush=True)
+        done = subprocess.run(command, cwd=model_dir, capture_output=True, text=True, check=False)
+        sys.stdout.write(done.stdout[-4000:])
+        if done.returncode != 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise RuntimeError(f"pip could not install requirements.txt: {done.stderr.strip()[-1500:]}")
+        try:
+            scratch.rename(target)
+        except OSError:  # another instance finished first: use its copy
+            shutil.rmtree(scratch, ignore_errors=True)
+    sys.path.insert(0, str(target))
+
+
 def model_fn(model_dir: str | Path) -> Callable[..., Any]:
     model_dir = str(model_dir)
+    _install_requirements(Path(model_dir))
     handler_name = os.environ["MODELHOST_FUNCTION_HANDLER"]
     artifacts = json.loads(os.environ.get("MODELHOST_FUNCTION_ARTIFACTS") or "{}")
     if artifacts:
