@@ -17,6 +17,7 @@ again to update everything in place; ``--clean`` removes what it made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -108,15 +109,11 @@ def call(url: str, key: str) -> None:
 
 def clean(client: Client) -> None:
     for method, path in (("POST", "/v1/churn"), ("POST", "/v1/sentiment"), ("POST", "/v1/ner")):
-        try:
+        with contextlib.suppress(ClientError):
             client.delete_route(method, path)
-        except ClientError:
-            pass
     for remove in (lambda: client.delete_function("churn-api"), lambda: client.revoke_api_key("chain-example")):
-        try:
+        with contextlib.suppress(ClientError):
             remove()
-        except ClientError:
-            pass
     for name in ("churn", "sentiment", "ner"):
         try:
             client.delete_endpoint(name, with_deployed_resources=True)

@@ -67,7 +67,7 @@ def fit(out: Path) -> None:
     transformation = {"obj_cols": OBJ_COLS, "num_cols": NUM_COLS, "One_Hot": one_hot, "scaler": scaler}
     (out / "transformation.sav").write_bytes(pickle.dumps(transformation))
     churn_rate = float(labels.mean())
-    print(f"trained on {len(rows)} customers ({churn_rate:.0%} churned); wrote {out}/model and {out}/transformation.sav")
+    print(f"trained on {len(rows)} customers ({churn_rate:.0%} churned); wrote {out}/model, {out}/transformation.sav")
 
 
 if __name__ == "__main__":
