@@ -29,7 +29,7 @@ import httpx
 from modelhost.client import Client, ClientError
 
 HERE = Path(__file__).resolve().parent
-BUILD = HERE / "build"
+BUILD = Path(os.environ.get("EXAMPLES_BUILD_DIR") or HERE / "build")  # where trained models go
 CHURN_SCHEMA = {
     "type": "object",
     "required": ["State", "Account Length", "Area Code", "Int'l Plan", "VMail Plan", "CustServ Calls"],

@@ -7,6 +7,7 @@
      │    ├── ResourceNotFound (404)
      │    ├── ResourceExists (409)
      │    ├── ResourceInUse (409)       still referenced, or in a state that forbids it
+     │    │    └── InvalidTransition     the endpoint's status forbids the change now
      │    └── ResourceLimitExceeded (429) more instances than the platform may run
      ├── ModelLoadError (500)           the model (or its inference.py) failed to load
      └── InvocationError (400)          a request the server refuses or cannot answer
@@ -66,6 +67,10 @@ class ResourceExists(ResourceError):
 class ResourceInUse(ResourceError):
     status = 409
     code = "ResourceInUse"
+
+
+class InvalidTransition(ResourceInUse):
+    """The endpoint's status does not allow the change now (e.g. an update while it is Creating)."""
 
 
 class ResourceLimitExceeded(ResourceError):

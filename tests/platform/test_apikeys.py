@@ -213,7 +213,7 @@ def test_only_a_hash_of_the_key_is_kept(served: Platform, http: httpx.Client) ->
     assert key not in listed.text
     assert hashlib.sha256(key.encode()).hexdigest() not in listed.text
     for entry in listed.json()["api_keys"]:
-        assert set(entry) == {"name", "key_prefix", "endpoints", "created_at"}
+        assert set(entry) == {"name", "key_prefix", "endpoints", "created_at", "access_key_id", "rate_per_s", "burst"}
     assert "over-http" in {k["name"] for k in listed.json()["api_keys"]}
     shown = served.cli("apikey", "ls")
     assert "over-http" in shown.stdout

@@ -13,6 +13,8 @@ endpoint, ``live``; a second one with a token for the signature checks (SigV4 wi
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import re
@@ -51,7 +53,14 @@ AMZ_JSON = "application/x-amz-json-1.1"
 
 
 # -- clients and checks ---------------------------------------------------------------------------------
-def aws(service: str, url: str, key_id: str = "AKIDEXAMPLE", secret: str = "unused-on-loopback", **config: Any) -> Any:
+def aws(
+    service: str,
+    url: str,
+    key_id: str = "AKIDEXAMPLE",
+    secret: str = "unused-on-loopback",
+    session_token: str | None = None,
+    **config: Any,
+) -> Any:
     """A boto3 client of ``service`` pointed at ``url`` (no retries: an error is seen as it is)."""
     return boto3.client(
         service,
@@ -59,6 +68,7 @@ def aws(service: str, url: str, key_id: str = "AKIDEXAMPLE", secret: str = "unus
         region_name=REGION,
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
+        aws_session_token=session_token,
         config=Config(retries={"total_max_attempts": 1}, **config),
     )
 
@@ -96,6 +106,14 @@ def refused(call_: Any, code: str, status: int = 400) -> dict[str, Any]:
     assert response["Error"]["Code"] == code, response
     assert response["ResponseMetadata"]["HTTPStatusCode"] == status, response
     return response
+
+
+def status_or_error(client: BaseClient, endpoint: str) -> str:
+    """DescribeEndpoint's EndpointStatus (the answer checked), or the code of its error."""
+    try:
+        return str(call(client, "describe_endpoint", EndpointName=endpoint)["EndpointStatus"])
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
 
 
 def raw(url: str, target: str | None, body: bytes = b"{}", **headers: str) -> httpx.Response:
@@ -264,7 +282,12 @@ def test_the_tutorial_flow_from_create_model_to_delete(
     old_pids = served.instance_pids("tutorial")
 
     # update_endpoint to a second config, of the second model
-    call(sm, "create_endpoint_config", EndpointConfigName="tutorial-config-2", ProductionVariants=[variant("tutorial-words")])
+    call(
+        sm,
+        "create_endpoint_config",
+        EndpointConfigName="tutorial-config-2",
+        ProductionVariants=[variant("tutorial-words")],
+    )
     call(sm, "update_endpoint", EndpointName="tutorial", EndpointConfigName="tutorial-config-2")
     updating = call(sm, "describe_endpoint", EndpointName="tutorial")
     assert updating["EndpointStatus"] in {"Updating", "InService"}
@@ -296,9 +319,10 @@ def test_the_tutorial_flow_from_create_model_to_delete(
 
 # -- 2. output shapes -----------------------------------------------------------------------------------------
 def test_every_answer_validates_against_botocores_output_shapes(
-    sm: Any, runtime: Any, live: str, sentiment_model: Path, words_archive: Path
+    served: Platform, sm: Any, runtime: Any, live: str, words_archive: Path, tmp_path: Path
 ) -> None:
-    """``call`` checks each answer; here the fields that are optional, or only there in some states."""
+    """``call`` checks each answer; here the fields that are optional, or there only in some states:
+    recorded properties, data capture, two variants, a serverless variant, Creating/Updating/Deleting."""
     call(
         sm,
         "create_model",
@@ -309,37 +333,67 @@ def test_every_answer_validates_against_botocores_output_shapes(
     )
     described = call(sm, "describe_model", ModelName="shapes-model")
     assert described["EnableNetworkIsolation"] is False
+    assert served.client.describe_model("shapes-model")["framework"] == "sklearn"  # named by the image
+    capture = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": (tmp_path / "capture").as_uri(),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }
     call(
         sm,
         "create_endpoint_config",
         EndpointConfigName="shapes-config",
         ProductionVariants=[variant("shapes-model", VolumeSizeInGB=10), variant("live-model", name="second")],
+        DataCaptureConfig=capture,
         KmsKeyId="arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     )
     described_config = call(sm, "describe_endpoint_config", EndpointConfigName="shapes-config")
     assert [v["VariantName"] for v in described_config["ProductionVariants"]] == ["AllTraffic", "second"]
     assert described_config["ProductionVariants"][0]["VolumeSizeInGB"] == 10
     assert described_config["KmsKeyId"].startswith("arn:aws:kms:")
+    assert described_config["DataCaptureConfig"] == {**capture, "InitialSamplingPercentage": 100}
+    serverless = {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
+    call(
+        sm,
+        "create_endpoint_config",
+        EndpointConfigName="shapes-serverless",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "shapes-model", "ServerlessConfig": serverless}],
+    )
+    [serverless_variant] = call(sm, "describe_endpoint_config", EndpointConfigName="shapes-serverless")[
+        "ProductionVariants"
+    ]
+    assert serverless_variant["ServerlessConfig"] == serverless
+    assert "InitialInstanceCount" not in serverless_variant
 
     call(sm, "create_endpoint", EndpointName="shapes", EndpointConfigName="shapes-config")
-    call(sm, "describe_endpoint", EndpointName="shapes")  # while Creating
+    assert status_or_error(sm, "shapes") in {"Creating", "InService"}
     wait(sm, "endpoint_in_service", "shapes", served)
     described_endpoint = call(sm, "describe_endpoint", EndpointName="shapes")
     assert {v["VariantName"] for v in described_endpoint["ProductionVariants"]} == {"AllTraffic", "second"}
+    assert described_endpoint["DataCaptureConfig"]["EnableCapture"] is True
+    assert described_endpoint["DataCaptureConfig"]["CaptureStatus"] == "Started"
     for method in ("list_models", "list_endpoint_configs", "list_endpoints"):
         call(sm, method)
         call(sm, method, SortBy="Name", SortOrder="Ascending", MaxResults=1)
     call(sm, "list_endpoints", SortBy="Status", StatusEquals="InService")
     for page in sm.get_paginator("list_endpoint_configs").paginate(PaginationConfig={"PageSize": 1}):
         check_output(sm, "list_endpoint_configs", page)
-    invoke(runtime, live, json.dumps(TEXTS), "application/json")
+    invoke(runtime, "shapes", json.dumps(TEXTS), "application/json")
+
+    call(sm, "update_endpoint", EndpointName="shapes", EndpointConfigName="shapes-serverless")
+    assert status_or_error(sm, "shapes") in {"Updating", "InService"}
+    wait(sm, "endpoint_in_service", "shapes", served)
+    [summary] = call(sm, "describe_endpoint", EndpointName="shapes")["ProductionVariants"]
+    assert summary["CurrentServerlessConfig"] == summary["DesiredServerlessConfig"] == serverless
+    assert invoke_json(runtime, "shapes") == (WORDS, "AllTraffic")
 
     call(sm, "delete_endpoint", EndpointName="shapes")
-    with pytest.raises(ClientError):  # Deleting, then gone: either is a valid answer
-        while True:
-            call(sm, "describe_endpoint", EndpointName="shapes")
+    assert status_or_error(sm, "shapes") in {"Deleting", "ValidationException"}  # or already gone
     wait(sm, "endpoint_deleted", "shapes", served)
-    call(sm, "delete_endpoint_config", EndpointConfigName="shapes-config")
+    for name in ("shapes-config", "shapes-serverless"):
+        call(sm, "delete_endpoint_config", EndpointConfigName=name)
     call(sm, "delete_model", ModelName="shapes-model")
 
 
@@ -359,16 +413,22 @@ def test_what_does_not_exist_is_a_validation_exception(sm: Any) -> None:
     refused(lambda: sm.update_endpoint(EndpointName="no-such-endpoint", EndpointConfigName="x"), "ValidationException")
     # what refers to something missing
     refused(
-        lambda: sm.create_endpoint_config(EndpointConfigName="orphan-config", ProductionVariants=[variant("no-such-model")]),
+        lambda: sm.create_endpoint_config(
+            EndpointConfigName="orphan-config", ProductionVariants=[variant("no-such-model")]
+        ),
         "ValidationException",
     )
-    refused(lambda: sm.create_endpoint(EndpointName="orphan", EndpointConfigName="no-such-config"), "ValidationException")
+    refused(
+        lambda: sm.create_endpoint(EndpointName="orphan", EndpointConfigName="no-such-config"), "ValidationException"
+    )
     refused(lambda: sm.describe_endpoint(EndpointName="orphan"), "ValidationException")
 
 
 def test_creating_what_exists_is_a_validation_exception(sm: Any, live: str, sentiment_model: Path) -> None:
     refused(
-        lambda: sm.create_model(ModelName="live-model", PrimaryContainer=container(sentiment_model), ExecutionRoleArn=ROLE),
+        lambda: sm.create_model(
+            ModelName="live-model", PrimaryContainer=container(sentiment_model), ExecutionRoleArn=ROLE
+        ),
         "ValidationException",
     )
     refused(
@@ -381,7 +441,9 @@ def test_creating_what_exists_is_a_validation_exception(sm: Any, live: str, sent
 
 def test_requests_breaking_the_service_model_name_the_field(served: Platform, sm: Any, sentiment_model: Path) -> None:
     bad = refused(
-        lambda: sm.create_model(ModelName="bad_name", PrimaryContainer=container(sentiment_model), ExecutionRoleArn=ROLE),
+        lambda: sm.create_model(
+            ModelName="bad_name", PrimaryContainer=container(sentiment_model), ExecutionRoleArn=ROLE
+        ),
         "ValidationException",
     )
     message = bad["Error"]["Message"]
@@ -451,6 +513,53 @@ def test_unknown_operations_and_bodies_that_are_not_json(served: Platform) -> No
     assert isinstance(listed.json()["Models"], list)
 
 
+def test_more_instances_than_the_platform_may_run(sm: Any, live: str) -> None:
+    call(
+        sm,
+        "create_endpoint_config",
+        EndpointConfigName="too-big-config",
+        ProductionVariants=[variant("live-model", InitialInstanceCount=40)],
+    )
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded):
+        sm.create_endpoint(EndpointName="too-big", EndpointConfigName="too-big-config")
+    refused(lambda: sm.describe_endpoint(EndpointName="too-big"), "ValidationException")
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded):
+        sm.update_endpoint(EndpointName=live, EndpointConfigName="too-big-config")
+    assert call(sm, "describe_endpoint", EndpointName=live)["EndpointConfigName"] == "live-config"
+    call(sm, "delete_endpoint_config", EndpointConfigName="too-big-config")
+
+
+def test_a_model_that_cannot_load_fails_the_waiter(
+    served: Platform, sm: Any, runtime: Any, live: str, broken_model: Path
+) -> None:
+    call(sm, "create_model", ModelName="broken-model", PrimaryContainer=container(broken_model), ExecutionRoleArn=ROLE)
+    call(sm, "create_endpoint_config", EndpointConfigName="broken-config", ProductionVariants=[variant("broken-model")])
+    call(sm, "create_endpoint", EndpointName="broken", EndpointConfigName="broken-config")
+    with pytest.raises(WaiterError) as failed:
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="broken", WaiterConfig=WAIT)
+    assert "Failed" in str(failed.value)
+    described = call(sm, "describe_endpoint", EndpointName="broken")
+    assert described["EndpointStatus"] == "Failed"
+    assert "could not unpickle model.joblib" in described["FailureReason"]
+    assert len(described["FailureReason"]) <= 1024
+    with pytest.raises(ClientError) as not_serving:
+        runtime.invoke_endpoint(EndpointName="broken", ContentType="application/json", Body=b"[]")
+    assert not_serving.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 400
+
+    # an update to it is rolled back: the endpoint is InService on its old config, with the reason
+    call(sm, "update_endpoint", EndpointName=live, EndpointConfigName="broken-config")
+    wait(sm, "endpoint_in_service", live, served)
+    rolled_back = call(sm, "describe_endpoint", EndpointName=live)
+    assert rolled_back["EndpointConfigName"] == "live-config"
+    assert "could not unpickle model.joblib" in rolled_back["FailureReason"]
+    assert invoke_json(runtime, live) == (NUMBERS, "AllTraffic")
+
+    call(sm, "delete_endpoint", EndpointName="broken")
+    wait(sm, "endpoint_deleted", "broken", served)
+    call(sm, "delete_endpoint_config", EndpointConfigName="broken-config")
+    call(sm, "delete_model", ModelName="broken-model")
+
+
 def test_a_model_or_config_in_use_cannot_be_deleted(sm: Any, runtime: Any, live: str) -> None:
     with pytest.raises(sm.exceptions.ResourceInUse):
         sm.delete_model(ModelName="live-model")
@@ -513,7 +622,13 @@ def test_the_containers_environment_reaches_the_model_server(
     (folder / "model.joblib").write_bytes((sentiment_model / "model.joblib").read_bytes())
     (folder / "handler.py").write_text(HANDLER)
     environment = {"SAGEMAKER_PROGRAM": "handler.py", "GREETING": "hello from the environment"}
-    call(sm, "create_model", ModelName="env-model", PrimaryContainer=container(folder, Environment=environment), ExecutionRoleArn=ROLE)
+    call(
+        sm,
+        "create_model",
+        ModelName="env-model",
+        PrimaryContainer=container(folder, Environment=environment),
+        ExecutionRoleArn=ROLE,
+    )
     call(sm, "create_endpoint_config", EndpointConfigName="env-config", ProductionVariants=[variant("env-model")])
     call(sm, "create_endpoint", EndpointName="env", EndpointConfigName="env-config")
     wait(sm, "endpoint_in_service", "env", served)
@@ -551,10 +666,8 @@ def test_what_modelhost_deploy_made_is_seen_by_boto3_and_back(
 def test_capture_options_output_only_does_not_capture_the_input(
     served: Platform, sm: Any, runtime: Any, live: str, tmp_path: Path
 ) -> None:
-    """BUG: DataCaptureConfig.CaptureOptions is echoed by DescribeEndpointConfig but not acted upon:
-    with CaptureOptions [{"CaptureMode": "Output"}] the records still hold the request (endpointInput),
-    which is what a caller asking for Output only wants kept out of the capture (SageMaker writes
-    only endpointOutput then). The front door's capture_record always writes both."""
+    """CaptureOptions [{"CaptureMode": "Output"}] keeps the request (endpointInput) out of the records,
+    as SageMaker does: a caller asking for Output only wants its customers' inputs not stored."""
     destination = tmp_path / "capture"
     call(
         sm,
@@ -576,8 +689,14 @@ def test_capture_options_output_only_does_not_capture_the_input(
     for _ in range(3):
         assert invoke_json(runtime, "output-only", [secret]) == ([1], "AllTraffic")
 
+    def ours(spool: Path) -> bool:  # a spool folder is named by base64 of [destination, endpoint, variant]
+        with contextlib.suppress(ValueError):
+            return bool(json.loads(base64.urlsafe_b64decode(spool.name))[1] == "output-only")
+        return False
+
     def records() -> list[dict[str, Any]]:
-        files = [*(served.state_dir / "capture-spool").rglob("*.jsonl"), *destination.rglob("*.jsonl")]
+        spools = [p for p in (served.state_dir / "capture-spool").glob("*") if ours(p)]
+        files = [*(f for spool in spools for f in spool.rglob("*.jsonl")), *destination.rglob("*.jsonl")]
         return [json.loads(line) for path in files for line in path.read_bytes().splitlines()]
 
     captured = poll(lambda: len(records()) >= 3 and records(), 10, "the capture records to be spooled")
@@ -617,7 +736,9 @@ def test_list_models_pages_filters_and_sorts(sm: Any, sentiment_model: Path) -> 
     assert seen == names[::-1]
 
     # boto3's paginator
-    paginated = list(sm.get_paginator("list_models").paginate(NameContains="page-model", PaginationConfig={"PageSize": 2}))
+    paginated = list(
+        sm.get_paginator("list_models").paginate(NameContains="page-model", PaginationConfig={"PageSize": 2})
+    )
     assert [len(p["Models"]) for p in paginated] == [2, 2, 1]
     for page in paginated:
         check_output(sm, "list_models", page)
@@ -654,11 +775,11 @@ def test_list_models_pages_filters_and_sorts(sm: Any, sentiment_model: Path) -> 
 
 
 # -- 5. UpdateEndpointWeightsAndCapacities --------------------------------------------------------------------------
-def test_weights_and_capacities(
-    served: Platform, sm: Any, runtime: Any, live: str, words_archive: Path
-) -> None:
+def test_weights_and_capacities(served: Platform, sm: Any, runtime: Any, live: str, words_archive: Path) -> None:
     # variant a: the live model (numbers); b: the words model, as an absolute path to its model.tar.gz
-    call(sm, "create_model", ModelName="weights-words", PrimaryContainer=container(words_archive), ExecutionRoleArn=ROLE)
+    call(
+        sm, "create_model", ModelName="weights-words", PrimaryContainer=container(words_archive), ExecutionRoleArn=ROLE
+    )
     call(
         sm,
         "create_endpoint_config",
@@ -675,7 +796,10 @@ def test_weights_and_capacities(
         sm,
         "update_endpoint_weights_and_capacities",
         EndpointName="weighted",
-        DesiredWeightsAndCapacities=[{"VariantName": "a", "DesiredWeight": 1}, {"VariantName": "b", "DesiredWeight": 0}],
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "a", "DesiredWeight": 1},
+            {"VariantName": "b", "DesiredWeight": 0},
+        ],
     )
     wait(sm, "endpoint_in_service", "weighted", served)
     for _ in range(30):
@@ -700,7 +824,10 @@ def test_weights_and_capacities(
     )
     wait(sm, "endpoint_in_service", "weighted", served)
     described = call(sm, "describe_endpoint", EndpointName="weighted")
-    counts = {v["VariantName"]: (v["DesiredInstanceCount"], v["CurrentInstanceCount"]) for v in described["ProductionVariants"]}
+    counts = {
+        v["VariantName"]: (v["DesiredInstanceCount"], v["CurrentInstanceCount"])
+        for v in described["ProductionVariants"]
+    }
     assert counts == {"a": (2, 2), "b": (1, 1)}
     weights = {v["VariantName"]: (v["DesiredWeight"], v["CurrentWeight"]) for v in described["ProductionVariants"]}
     assert weights == {"a": (1.0, 1.0), "b": (0.0, 0.0)}  # kept through the resize
@@ -721,6 +848,12 @@ def test_weights_and_capacities(
     assert "DesiredInstanceCount" in zero["Error"]["Message"]
     refused(change({"VariantName": "a", "DesiredWeight": 0}), "ValidationException")
     refused(change({"VariantName": "a"}), "ValidationException")
+    refused(
+        change({"VariantName": "a", "DesiredWeight": 1}, {"VariantName": "a", "DesiredWeight": 2}),
+        "ValidationException",
+    )
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded):  # over MODELHOST_MAX_INSTANCES (32)
+        change({"VariantName": "a", "DesiredInstanceCount": 40})()
     refused(
         lambda: sm.update_endpoint_weights_and_capacities(
             EndpointName="no-such-endpoint", DesiredWeightsAndCapacities=[{"VariantName": "a", "DesiredWeight": 1}]
@@ -744,7 +877,8 @@ import json, boto3
 sm = boto3.client("sagemaker")
 runtime = boto3.client("sagemaker-runtime")
 described = sm.describe_endpoint(EndpointName="live")
-answer = runtime.invoke_endpoint(EndpointName="live", ContentType="application/json", Body=json.dumps(["great amazing day"]))
+body = json.dumps(["great amazing day"])
+answer = runtime.invoke_endpoint(EndpointName="live", ContentType="application/json", Body=body)
 print(json.dumps({
     "url": sm.meta.endpoint_url, "runtime_url": runtime.meta.endpoint_url,
     "arn": described["EndpointArn"], "status": described["EndpointStatus"],
@@ -762,7 +896,13 @@ def test_boto3_finds_the_platform_through_the_environment(served: Platform, live
         AWS_DEFAULT_REGION="eu-west-3",
     )
     result = subprocess.run(
-        [sys.executable, "-c", ENV_SCRIPT], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=False
+        [sys.executable, "-c", ENV_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
@@ -838,7 +978,13 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, token: str, sentiment_mode
     with platforms(tmp_path_factory.mktemp("sagemaker-token")) as start:
         platform = start(token=token)
         admin = aws("sagemaker", platform.url, "modelhost", token)
-        call(admin, "create_model", ModelName="guarded", PrimaryContainer=container(sentiment_model), ExecutionRoleArn=ROLE)
+        call(
+            admin,
+            "create_model",
+            ModelName="guarded",
+            PrimaryContainer=container(sentiment_model),
+            ExecutionRoleArn=ROLE,
+        )
         call(admin, "create_endpoint_config", EndpointConfigName="guarded", ProductionVariants=[variant("guarded")])
         call(admin, "create_endpoint", EndpointName="guarded", EndpointConfigName="guarded")
         wait(admin, "endpoint_in_service", "guarded", platform)
@@ -848,15 +994,17 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, token: str, sentiment_mode
 def test_the_control_api_checks_signatures_when_there_is_a_token(guarded: Platform, token: str) -> None:
     admin = aws("sagemaker", guarded.url, "modelhost", token)
     assert call(admin, "describe_endpoint", EndpointName="guarded")["EndpointStatus"] == "InService"
+    with_session = aws("sagemaker", guarded.url, "modelhost", token, session_token="IQoJb3JpZ2luX2VjEXAMPLE")
+    call(with_session, "list_endpoints")
     assert [m["ModelName"] for m in call(admin, "list_models")["Models"]] == ["guarded"]
 
     wrong_secret = aws("sagemaker", guarded.url, "modelhost", secrets.token_hex(16))
-    response = refused(lambda: wrong_secret.list_models(), "InvalidSignatureException", 403)
+    response = refused(wrong_secret.list_models, "InvalidSignatureException", 403)
     assert token not in json.dumps(response, default=str)
     unknown_id = aws("sagemaker", guarded.url, "AKIDEXAMPLE", token)
-    refused(lambda: unknown_id.list_models(), "UnrecognizedClientException", 403)
+    refused(unknown_id.list_models, "UnrecognizedClientException", 403)
     unsigned = aws("sagemaker", guarded.url, signature_version=UNSIGNED)
-    refused(lambda: unsigned.list_models(), "MissingAuthenticationTokenException", 403)
+    refused(unsigned.list_models, "MissingAuthenticationTokenException", 403)
 
     # without boto3: unsigned is refused, the token as a bearer is let in
     assert_aws_error(raw(guarded.url, "SageMaker.ListModels"), 403, "MissingAuthenticationTokenException")
@@ -898,11 +1046,17 @@ def test_invocations_signed_with_an_api_keys_credentials(guarded: Platform, toke
     assert invoke_json(anyone, "guarded") == (NUMBERS, "AllTraffic")  # no key required yet: any credentials
 
     guarded.cli("access", "guarded", "--require-api-key")
-    refused(lambda: anyone.invoke_endpoint(EndpointName="guarded", ContentType="application/json", Body=b"[]"),
-            "UnrecognizedClientException", 403)
+    refused(
+        lambda: anyone.invoke_endpoint(EndpointName="guarded", ContentType="application/json", Body=b"[]"),
+        "UnrecognizedClientException",
+        403,
+    )
     unsigned = aws("sagemaker-runtime", url, signature_version=UNSIGNED)
-    refused(lambda: unsigned.invoke_endpoint(EndpointName="guarded", ContentType="application/json", Body=b"[]"),
-            "MissingAuthenticationToken", 401)
+    refused(
+        lambda: unsigned.invoke_endpoint(EndpointName="guarded", ContentType="application/json", Body=b"[]"),
+        "MissingAuthenticationToken",
+        401,
+    )
 
     # a key for this endpoint: its access key id and the key sign boto3's requests
     key, access_key_id = apikey_create(guarded, "boto-key", "guarded")
@@ -911,6 +1065,9 @@ def test_invocations_signed_with_an_api_keys_credentials(guarded: Platform, toke
     assert access_key_id in guarded.cli("apikey", "ls", env={"COLUMNS": "200"}).stdout
     signed = aws("sagemaker-runtime", url, access_key_id, key)
     assert invoke_json(signed, "guarded") == (NUMBERS, "AllTraffic")
+    # as in a Lambda function, whose environment always has AWS_SESSION_TOKEN (signed as X-Amz-Security-Token)
+    with_session = aws("sagemaker-runtime", url, access_key_id, key, session_token="IQoJb3JpZ2luX2VjEXAMPLE")
+    assert invoke_json(with_session, "guarded") == (NUMBERS, "AllTraffic")
     assert invoke(signed, "guarded", CSV, "text/csv")["Body"] == b"1\n0\n"
     # the key as x-api-key still works
     plain = httpx.post(f"{url}/endpoints/guarded/invocations", json=TEXTS, headers={"x-api-key": key}, timeout=30)
@@ -946,3 +1103,16 @@ def test_invocations_signed_with_an_api_keys_credentials(guarded: Platform, toke
     assert invoke_json(signed, "guarded") == (NUMBERS, "AllTraffic")
     assert invoke_json(anyone, "guarded") == (NUMBERS, "AllTraffic")
     assert key not in after_start(guarded)
+
+
+def test_apikey_ls_shows_whole_access_key_ids_in_80_columns(guarded: Platform) -> None:
+    """`modelhost apikey ls` on an 80-column terminal (or piped: rich then assumes 80) shows whole access
+    key ids and names: a cut id cannot be used as AWS_ACCESS_KEY_ID, nor a cut name with `apikey revoke`."""
+    name = "mobile-app-production"
+    _, access_key_id = apikey_create(guarded, name, "guarded", "another-endpoint")
+    try:
+        shown = guarded.cli("apikey", "ls", env={"COLUMNS": "80"}).stdout
+        assert access_key_id in shown, shown
+        assert name in shown, shown
+    finally:
+        guarded.cli("apikey", "revoke", name)

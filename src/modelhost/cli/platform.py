@@ -342,7 +342,7 @@ def apikey_create(name: str, endpoints: tuple[str, ...], rate: str | None, burst
 def apikey_list(url: str | None) -> None:
     """List the keys (names, prefixes and scopes; never the keys)."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from modelhost.client import ClientError
 
@@ -350,7 +350,13 @@ def apikey_list(url: str | None) -> None:
         keys = _client(url).list_api_keys()
     except ClientError as exc:
         _fail(exc)
-    table = Table("name", "key starts", "access key id", "endpoints", "created")
+    table = Table(
+        Column("name", no_wrap=True),  # whole: it is what `apikey revoke` takes
+        "key starts",
+        Column("access key id", no_wrap=True, min_width=20),  # whole: it is AWS_ACCESS_KEY_ID
+        "endpoints",
+        "created",
+    )
     for key in keys:
         scope = ", ".join(key["endpoints"]) if key["endpoints"] is not None else "all"
         created = (key["created_at"] or "")[:19].replace("T", " ")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from modelhost.errors import ResourceInUse, ValidationFailed
+from modelhost.errors import InvalidTransition, ValidationFailed
 
 FRAMEWORKS = ("sklearn", "spacy", "transformers", "xgboost", "custom")  # what MODELHOST_FRAMEWORK accepts
 MODEL_MODES = ("SingleModel", "MultiModel")  # SageMaker's ContainerDefinition.Mode
@@ -68,7 +68,7 @@ _NEXT: Mapping[EndpointStatus, frozenset[EndpointStatus]] = {
 def check_transition(name: str, current: EndpointStatus, wanted: EndpointStatus) -> None:
     """Refuse a status change the lifecycle does not allow, saying which."""
     if wanted not in _NEXT[current]:
-        raise ResourceInUse(f"endpoint {name!r} is {current.value}; it cannot become {wanted.value}")
+        raise InvalidTransition(f"endpoint {name!r} is {current.value}; it cannot become {wanted.value}")
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,12 @@ class DataCaptureConfig:
     enabled: bool = False
     sampling_percentage: int = 100
     destination_uri: str | None = None  # None: the platform's artifact store
+    capture_input: bool = True  # SageMaker's CaptureOptions: Input, Output, or both
+    capture_output: bool = True
 
     def __post_init__(self) -> None:
+        if not (self.capture_input or self.capture_output):
+            raise ValidationFailed("DataCaptureConfig.CaptureOptions: capture the Input, the Output or both")
         if not isinstance(self.sampling_percentage, int) or not 0 <= self.sampling_percentage <= 100:
             raise ValidationFailed(
                 f"DataCaptureConfig.InitialSamplingPercentage: must be 0-100, got {self.sampling_percentage!r}"

@@ -493,4 +493,6 @@ def _capture_json(capture: DataCaptureConfig) -> dict[str, Any]:
         "enabled": capture.enabled,
         "sampling_percentage": capture.sampling_percentage,
         "destination_uri": capture.destination_uri,
+        "capture_input": capture.capture_input,
+        "capture_output": capture.capture_output,
     }

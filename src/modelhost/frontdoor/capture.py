@@ -50,33 +50,41 @@ def _encode(body: bytes, content_type: str) -> tuple[str, str]:
     return base64.b64encode(body).decode("ascii"), "BASE64"
 
 
-def capture_record(
-    request: bytes, request_type: str, response: bytes, response_type: str, inference_id: str | None
+def capture_record(  # noqa: PLR0917 (one call site, on the hot path)
+    request: bytes,
+    request_type: str,
+    response: bytes,
+    response_type: str,
+    inference_id: str | None,
+    capture_input: bool = True,
+    capture_output: bool = True,
 ) -> bytes:
-    """One line of SageMaker's data capture format."""
-    in_data, in_encoding = _encode(request, request_type)
-    out_data, out_encoding = _encode(response, response_type)
+    """One line of SageMaker's data capture format (with only the parts the config's CaptureOptions ask for)."""
     metadata: dict[str, str] = {
         "eventId": str(uuid.uuid4()),
         "inferenceTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
     }
     if inference_id:
         metadata["inferenceId"] = inference_id
+    captured: dict[str, dict[str, str]] = {}
+    if capture_input:
+        in_data, in_encoding = _encode(request, request_type)
+        captured["endpointInput"] = {
+            "observedContentType": request_type,
+            "mode": "INPUT",
+            "data": in_data,
+            "encoding": in_encoding,
+        }
+    if capture_output:
+        out_data, out_encoding = _encode(response, response_type)
+        captured["endpointOutput"] = {
+            "observedContentType": response_type,
+            "mode": "OUTPUT",
+            "data": out_data,
+            "encoding": out_encoding,
+        }
     record = {
-        "captureData": {
-            "endpointInput": {
-                "observedContentType": request_type,
-                "mode": "INPUT",
-                "data": in_data,
-                "encoding": in_encoding,
-            },
-            "endpointOutput": {
-                "observedContentType": response_type,
-                "mode": "OUTPUT",
-                "data": out_data,
-                "encoding": out_encoding,
-            },
-        },
+        "captureData": captured,
         "eventMetadata": metadata,
         "eventVersion": "0",
     }

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from modelhost.control.resources import DataCaptureConfig
 from modelhost.frontdoor.capture import DataCapture, capture_record
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment, Variant
@@ -172,7 +173,7 @@ class FrontDoor:
                 exchange.host = variant.pick_host()
             capture = deployment.config.data_capture
             if self.capture is not None and capture.enabled and self.capture.sampled(capture.sampling_percentage):
-                exchange.captured = (capture.destination_uri, body, _content_type(forwarded), inference_id)
+                exchange.captured = (capture, body, _content_type(forwarded), inference_id)
             self._send(exchange)
         except FrontDoorError as exc:
             respond(render_error(exc, request_id))
@@ -217,6 +218,10 @@ class FrontDoor:
             status = self._endpoint_status(name)
             if status is None:
                 raise FrontDoorError(400, "ValidationError", f"Endpoint {name} not found.")
+            if status == "Failed":  # not coming back by itself: no retry-after
+                raise FrontDoorError(
+                    400, "ValidationError", f"Endpoint {name} is Failed; see `modelhost describe {name}`."
+                )
             raise FrontDoorError(
                 503, "ServiceUnavailable", f"Endpoint {name} ({status}) has no running instance yet; retry shortly."
             )
@@ -322,7 +327,7 @@ class _Exchange:
         self.door, self.name, self.variant = door, name, variant
         self.request, self.request_id, self.respond = request, request_id, respond
         self.tried: list[Instance] = []
-        self.captured: tuple[str | None, bytes, str, str | None] | None = None  # set when sampled
+        self.captured: tuple[DataCaptureConfig, bytes, str, str | None] | None = None  # set when sampled
         self.target: str | None = None  # a multi-model request's model, and the instance that serves it
         self.host: MultiModelHost | None = None
         self.loaded = False
@@ -330,10 +335,18 @@ class _Exchange:
     def answered(self, response: UpstreamResponse) -> None:
         self.respond(FrontDoor._answer(self.name, self.variant.name, response, self.request_id))
         if self.captured is not None and response.status < 400 and self.door.capture is not None:
-            destination, body, content_type, inference_id = self.captured
+            config, body, content_type, inference_id = self.captured
             answer_type = (response.header(b"content-type") or b"application/json").decode("latin-1")
-            line = capture_record(body, content_type, response.body, answer_type, inference_id)
-            self.door.capture.record(destination, self.name, self.variant.name, line)
+            line = capture_record(
+                body,
+                content_type,
+                response.body,
+                answer_type,
+                inference_id,
+                config.capture_input,
+                config.capture_output,
+            )
+            self.door.capture.record(config.destination_uri, self.name, self.variant.name, line)
 
     def failed(self, error: UpstreamError) -> None:
         if not error.answered:  # could not reach it: another instance of the variant, if any

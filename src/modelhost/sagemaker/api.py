@@ -23,7 +23,14 @@ import orjson
 
 from modelhost.control.access import ADMIN_ACCESS_KEY_ID
 from modelhost.control.controller import Controller
-from modelhost.errors import ModelhostError, ResourceExists, ResourceInUse, ResourceLimitExceeded, ResourceNotFound
+from modelhost.errors import (
+    InvalidTransition,
+    ModelhostError,
+    ResourceExists,
+    ResourceInUse,
+    ResourceLimitExceeded,
+    ResourceNotFound,
+)
 from modelhost.sagemaker import service, sigv4
 from modelhost.sagemaker.operations import OPERATIONS, SageMakerOperations
 
@@ -46,7 +53,7 @@ class SageMakerError(Exception):
 def _from(error: ModelhostError) -> SageMakerError:
     """SageMaker's error for one of modelhost's: a missing or existing resource is a ValidationException
     (as SageMaker answers: the endpoint_deleted waiter waits for exactly that)."""
-    if isinstance(error, (ResourceNotFound, ResourceExists)):
+    if isinstance(error, (ResourceNotFound, ResourceExists, InvalidTransition)):
         return SageMakerError("ValidationException", error.message)
     if isinstance(error, ResourceInUse):
         return SageMakerError("ResourceInUse", error.message)

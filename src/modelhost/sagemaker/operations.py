@@ -155,6 +155,8 @@ class SageMakerOperations:
         properties.update({key: container[key] for key in _RECORDED_CONTAINER if key in container})
         if source:
             properties["ModelDataSource"] = container["ModelDataSource"]
+        if request.get("Containers"):
+            properties["GivenAs"] = "Containers"  # described back the way it was given
         model = Model(
             name=request["ModelName"],
             artifact_uri=_artifact_uri(url, field),
@@ -180,7 +182,8 @@ class SageMakerOperations:
         container.update({key: model.properties[key] for key in _RECORDED_CONTAINER if key in model.properties})
         answer: dict[str, Any] = {
             "ModelName": model.name,
-            "PrimaryContainer": container,
+            **({"Containers": [container]} if model.properties.get("GivenAs") == "Containers" else {}),
+            **({} if model.properties.get("GivenAs") == "Containers" else {"PrimaryContainer": container}),
             "CreationTime": _time(model.created_at),
             "ModelArn": self.arns.model(model.name),
         }
@@ -228,10 +231,13 @@ class SageMakerOperations:
         capture = DataCaptureConfig()
         properties: dict[str, Any] = {key: request[key] for key in _RECORDED_CONFIG if key in request}
         if (given_capture := request.get("DataCaptureConfig")) is not None:
+            modes = {option["CaptureMode"] for option in given_capture["CaptureOptions"]}
             capture = DataCaptureConfig(
                 enabled=given_capture.get("EnableCapture", True),
                 sampling_percentage=given_capture["InitialSamplingPercentage"],
                 destination_uri=_artifact_uri(given_capture["DestinationS3Uri"], "DataCaptureConfig.DestinationS3Uri"),
+                capture_input="Input" in modes,
+                capture_output="Output" in modes,
             )
             properties["DataCaptureConfig"] = {
                 key: given_capture[key]
@@ -274,7 +280,11 @@ class SageMakerOperations:
                 "EnableCapture": capture.enabled,
                 "InitialSamplingPercentage": capture.sampling_percentage,
                 "DestinationS3Uri": capture.destination_uri or "",
-                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureOptions": [
+                    {"CaptureMode": mode}
+                    for mode, on in (("Input", capture.capture_input), ("Output", capture.capture_output))
+                    if on
+                ],
                 **dict(config.properties.get("DataCaptureConfig", {})),
             }
         return answer
