@@ -290,14 +290,14 @@ class Client:
         *,
         update: bool = False,
         wait: bool = True,
-        timeout_s: float = 300.0,
+        wait_s: float = 300.0,
         on_progress: Callable[[int, int], None] | None = None,
         **settings: Any,
     ) -> dict[str, Any]:
         """Create (or with ``update``, replace) a function from a local folder (uploaded first) or a URI.
 
-        ``settings``: environment, artifacts (file name -> URI), timeout_s, memory_mb. Waits until the
-        function is Active (or raises with its failure) unless ``wait`` is False.
+        ``settings``: environment, artifacts (file name -> URI), timeout_s, memory_mb. Waits (up to
+        ``wait_s``) until the function is Active, or raises with its failure, unless ``wait`` is False.
         """
         body: dict[str, Any] = {"name": name, "handler": handler, **settings}
         location = str(source)
@@ -310,13 +310,16 @@ class Client:
             function = dict(self._json("PUT", f"/api/v1/functions/{name}", json=body))
         else:
             function = dict(self._json("POST", "/api/v1/functions", json=body))
-        return self.wait_active(name, timeout_s) if wait else function
+        return self.wait_active(name, wait_s) if wait else function
 
     def wait_active(self, name: str, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Until the function is Active; raises if it Failed, or if an update failed and was rolled back."""
         deadline = time.monotonic() + timeout_s
         poll_s = 0.05
         while True:
             function = self.describe_function(name)
+            if function["state"] == "Active" and function["failure_reason"]:
+                raise ClientError(409, "FunctionUpdateFailed", f"function {name}: {function['failure_reason']}")
             if function["state"] == "Active":
                 return function
             if function["state"] == "Failed":

@@ -145,6 +145,11 @@ class GatewayController:
         try:
             await self.runtime.deploy(function.name, config, models, failed)
         except ModelhostError as exc:
+            if self.runtime.route(function.name) is not None:  # an update: the previous code still serves
+                reason = f"the update failed and was rolled back: {exc.message}"
+                log.error("function %s: %s", function.name, reason)
+                await self._set_state(function.name, FunctionState.ACTIVE, reason)
+                return
             log.error("function %s: failed to start: %s", function.name, exc.message)
             await self._set_state(function.name, FunctionState.FAILED, exc.message)
             return
@@ -165,7 +170,7 @@ class GatewayController:
         }
         if "AWS_ACCESS_KEY_ID" not in os.environ:  # boto3 signs with something: the admin credentials
             defaults["AWS_ACCESS_KEY_ID"] = "modelhost"
-            defaults["AWS_SECRET_ACCESS_KEY"] = self._admin_token or "modelhost-local"
+            defaults["AWS_SECRET_ACCESS_KEY"] = self._admin_token or "unused-without-a-token"
         environment = {
             **defaults,
             **function.environment,

@@ -133,6 +133,19 @@ class Gateway:
     def replace_routes(self, routes: list[Route]) -> None:
         self._routes = CompiledRoutes(routes)
 
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods routes take on ``path`` (empty: no route has it): for a 405's Allow header."""
+        methods = self._routes.methods_for(path)
+        return methods if len(methods) > 1 else []
+
+    def method_not_allowed(self, method: str, path: str) -> bytes:
+        allowed = ", ".join(self.allowed_methods(path))
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        error = FrontDoorError(405, "MethodNotAllowed", f"{path} takes {allowed}, not {method}")
+        answer = _error(error, request_id)
+        end_of_status = answer.find(b"\r\n") + 2
+        return answer[:end_of_status] + b"allow: " + allowed.encode() + b"\r\n" + answer[end_of_status:]
+
     def match(self, method: str, path: str) -> RouteMatch | None:
         found = self._routes.match(method, path)
         if found is None and method == "OPTIONS":

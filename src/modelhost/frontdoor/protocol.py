@@ -103,7 +103,23 @@ class _Invocation(_Job):
         self._connection.door.handle(self._method, self._path, self._headers, body, self._respond)
 
     def _respond(self, data: bytes) -> None:
+        if self._method == b"HEAD":  # the head of the answer only: a body would be read as the next response
+            data = data[: data.find(b"\r\n\r\n") + 4]
         self._connection.finish(self, data)
+
+
+class _Answered(_Invocation):
+    """A request answered without running anything (a 405 for a route's path): its body is read, then dropped."""
+
+    def __init__(self, connection: FrontDoorProtocol, method: bytes, answer: bytes) -> None:
+        super().__init__(connection, method, "", [])
+        self._answer = answer
+
+    def feed(self, chunk: bytes) -> None:
+        pass
+
+    def _run(self) -> None:
+        self._respond(self._answer)
 
 
 class _GatewayCall(_Invocation):
@@ -139,8 +155,9 @@ class _GatewayCall(_Invocation):
 class _Relay(_Job, asyncio.Protocol):
     """A request for the API: streamed to the API's server, its response streamed back."""
 
-    def __init__(self, connection: FrontDoorProtocol, head: bytes, chunked: bool) -> None:
+    def __init__(self, connection: FrontDoorProtocol, head: bytes, chunked: bool, head_only: bool = False) -> None:
         self._connection = connection
+        self._head_only = head_only  # a HEAD request: its response ends with its head
         self._pending: list[bytes] = [head]
         self._chunked = chunked
         self._transport: asyncio.Transport | None = None
@@ -190,9 +207,13 @@ class _Relay(_Job, asyncio.Protocol):
         except httptools.HttpParserError:
             self._connection.close()
 
+    def on_headers_complete(self) -> None:
+        if self._head_only and self._parser.get_status_code() >= 200:
+            self.on_message_complete()
+
     def on_message_complete(self) -> None:
-        if self._parser.get_status_code() < 200:
-            return  # an interim response (100 Continue); the real one follows
+        if self._done or self._parser.get_status_code() < 200:
+            return  # an interim response (100 Continue); the real one follows (or already finished)
         self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
         self._done = True
         if self._transport is not None:
@@ -309,6 +330,8 @@ class FrontDoorProtocol(asyncio.Protocol):
                 self.refuse(_too_large(found.route.max_body_bytes))
                 return
             job = _GatewayCall(self, gateway, found, method, self._url, self._headers)
+        elif gateway is not None and gateway.allowed_methods(path):
+            job = _Answered(self, method, gateway.method_not_allowed(method.decode("latin-1"), path))
         else:
             head = [method, b" ", self._url, b" HTTP/1.1\r\n"]
             chunked = False
@@ -316,7 +339,7 @@ class FrontDoorProtocol(asyncio.Protocol):
                 head += [name, b": ", value, b"\r\n"]
                 chunked = chunked or (name == b"transfer-encoding" and b"chunked" in value.lower())
             head.append(b"\r\n")
-            job = _Relay(self, b"".join(head), chunked)
+            job = _Relay(self, b"".join(head), chunked, head_only=method == b"HEAD")
         job.keep_alive = self._parser.should_keep_alive() and not self.settings.stopping
         self._reading = job
         self._jobs.append(job)

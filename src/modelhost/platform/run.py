@@ -186,12 +186,15 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         request_timeout_s=settings.request_timeout_s,
         launcher=launcher,
     )
+    # What the platform's own functions sign with (access key id "modelhost"): the token, or without
+    # one a secret made for this run, so their boto3 can invoke endpoints that require a key.
+    admin_secret = token or secrets.token_urlsafe(32)
     controller = Controller(
         store,
         runtime,
         artifacts,
         signing_master=_signing_master(settings.state_dir),
-        admin_token=token,
+        admin_token=admin_secret,
         max_instances=settings.max_instances,
     )
     functions_runtime = LocalRuntime(
@@ -208,7 +211,7 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         artifacts,
         controller,
         platform_url=_local_url(settings.host, public.getsockname()[1]),
-        admin_token=token,
+        admin_token=admin_secret,
     )
     capture = DataCapture(settings.state_dir / "capture-spool", _capture_destinations(artifacts, settings))
     front_door = FrontDoor(

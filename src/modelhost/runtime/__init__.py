@@ -30,13 +30,15 @@ def invoke_endpoint(
     accept: str | None = None,
     custom_attributes: str | None = None,
     target_variant: str | None = None,
+    api_key: str | None = None,
     url: str | None = None,
     timeout_s: float = 60.0,
 ) -> Any:
     """Invoke ``endpoint`` and return its answer: parsed JSON, text for text/*, bytes otherwise.
 
     ``body`` may be bytes, text, or a value sent as JSON. The platform is ``url``, else
-    ``$MODELHOST_URL`` (set for functions), else the local default.
+    ``$MODELHOST_URL`` (set for functions), else the local default. An endpoint that requires a key
+    gets ``api_key``, else ``$MODELHOST_API_KEY`` when set.
     """
     import httpx
 
@@ -56,6 +58,9 @@ def invoke_endpoint(
         headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
     if target_variant:
         headers["x-amzn-sagemaker-target-variant"] = target_variant
+    key = api_key or os.environ.get("MODELHOST_API_KEY")
+    if key:
+        headers["x-api-key"] = key
     response = httpx.post(f"{base}/endpoints/{endpoint}/invocations", content=data, headers=headers, timeout=timeout_s)
     answer_type = response.headers.get("content-type", "")
     if response.status_code >= 400:
