@@ -90,6 +90,36 @@ def _token(settings: PlatformSettings) -> str | None:
     return path.read_text().strip()
 
 
+def _functions(  # noqa: PLR0917 (the composition root's pieces, passed once)
+    settings: PlatformSettings,
+    store: StateStore,
+    artifacts: ArtifactStore,
+    controller: Controller,
+    launcher: Launcher,
+    port: int,
+    admin_secret: str,
+    environment: dict[str, str],
+) -> tuple[GatewayController, LocalRuntime]:
+    """Functions: a runtime of their own (sharing the launcher) and their controller."""
+    functions_runtime = LocalRuntime(
+        settings.state_dir / "functions",
+        environment=environment,
+        load_timeout_s=settings.load_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+        launcher=launcher,
+        owns_launcher=False,
+    )
+    gateway_controller = GatewayController(
+        GatewayStore(store.engine),
+        functions_runtime,
+        artifacts,
+        controller,
+        platform_url=_local_url(settings.host, port),
+        admin_token=admin_secret,
+    )
+    return gateway_controller, functions_runtime
+
+
 def _local_url(host: str, port: int) -> str:
     """How the platform's own functions reach its port (a wildcard bind is reached on loopback)."""
     if host in ("", "0.0.0.0"):
@@ -197,21 +227,8 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         admin_token=admin_secret,
         max_instances=settings.max_instances,
     )
-    functions_runtime = LocalRuntime(
-        settings.state_dir / "functions",
-        environment=environment,
-        load_timeout_s=settings.load_timeout_s,
-        request_timeout_s=settings.request_timeout_s,
-        launcher=launcher,
-        owns_launcher=False,
-    )
-    gateway_controller = GatewayController(
-        GatewayStore(store.engine),
-        functions_runtime,
-        artifacts,
-        controller,
-        platform_url=_local_url(settings.host, public.getsockname()[1]),
-        admin_token=admin_secret,
+    gateway_controller, functions_runtime = _functions(
+        settings, store, artifacts, controller, launcher, public.getsockname()[1], admin_secret, environment
     )
     capture = DataCapture(settings.state_dir / "capture-spool", _capture_destinations(artifacts, settings))
     front_door = FrontDoor(
