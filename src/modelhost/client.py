@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
+from modelhost.artifacts.extract import extract_archive, is_archive
 from modelhost.artifacts.pack import pack
 from modelhost.errors import ModelhostError
 from modelhost.platform.defaults import DEFAULT_URL
@@ -304,7 +305,11 @@ class Client:
         if "://" in location:
             body["code_uri"] = location
         else:
-            stored = self.upload_artifact(source, f"function-{name}", on_progress=on_progress)
+            with tempfile.TemporaryDirectory(prefix="modelhost-code-") as scratch:
+                folder = Path(source)
+                if folder.is_file() and is_archive(folder):  # a Lambda .zip (or .tar.gz): its contents are the code
+                    folder = extract_archive(folder, Path(scratch) / "code")
+                stored = self.upload_artifact(folder, f"function-{name}", on_progress=on_progress)
             body["code_uri"], body["code_sha256"] = stored["uri"], stored["sha256"]
         if update:
             function = dict(self._json("PUT", f"/api/v1/functions/{name}", json=body))

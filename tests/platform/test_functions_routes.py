@@ -185,11 +185,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sentiment_model: Path, code_dir
 
 
 def create_function(platform: Platform, name: str, folder: Path, **settings: Any) -> None:
-    """Upload the code and POST /api/v1/functions, without waiting.
-
-    Not ``client.create_function``: its ``timeout_s`` is how long it waits, so it cannot set the
-    function's timeout (see test_the_sdk_sets_a_functions_timeout).
-    """
+    """Upload the code and POST /api/v1/functions, without waiting (the fixture starts several at once)."""
     stored = platform.client.upload_artifact(folder, f"function-{name}")
     body = {"name": name, "handler": "app.handler", "code_uri": stored["uri"], "code_sha256": stored["sha256"]}
     response = httpx.post(f"{platform.url}/api/v1/functions", json={**body, **settings}, timeout=60)

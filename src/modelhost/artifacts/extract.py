@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import lzma
 import shutil
+import stat
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 
 from modelhost.errors import ArtifactError
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")  # .zip: Lambda's deployment packages
 
 
 def is_archive(path: Path) -> bool:
@@ -38,14 +40,17 @@ def extract_archive(archive: Path, destination: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=destination.parent))
     try:
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(staging, filter=_refuse_unsafe)
-                while tar.fileobj is not None and tar.fileobj.read(1 << 20):  # reach the CRC check
-                    pass
+            if archive.name.endswith(".zip"):
+                _extract_zip(archive, staging)
+            else:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(staging, filter=_refuse_unsafe)
+                    while tar.fileobj is not None and tar.fileobj.read(1 << 20):  # reach the CRC check
+                        pass
         except tarfile.FilterError as exc:
             raise ArtifactError(f"{archive.name}: refused unsafe member: {exc}") from exc
-        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-            raise ArtifactError(f"{archive.name} is not a readable tar archive: {exc}") from exc
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:
+            raise ArtifactError(f"{archive.name} is not a readable archive: {exc}") from exc
         try:
             staging.rename(destination)
         except OSError:
@@ -54,3 +59,18 @@ def extract_archive(archive: Path, destination: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return destination
+
+
+def _extract_zip(archive: Path, destination: Path) -> None:
+    """Regular files and folders only; a member named absolutely, with ``..``, or as a link is refused."""
+    with zipfile.ZipFile(archive) as bundle:
+        for member in bundle.infolist():
+            name = member.filename
+            parts = Path(name).parts
+            is_link = stat.S_ISLNK(member.external_attr >> 16)
+            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]) or is_link:
+                raise ArtifactError(f"{archive.name}: refused unsafe member {name!r}")
+        damaged = bundle.testzip()  # every member's CRC, before anything is trusted
+        if damaged is not None:
+            raise ArtifactError(f"{archive.name}: member {damaged!r} is damaged (CRC mismatch)")
+        bundle.extractall(destination)

@@ -211,6 +211,12 @@ class Gateway:
         validator = self._routes.validators.get(route.key)
         if validator is None:
             return
+        content_type = next((value for name, value in headers if name == b"content-type"), b"application/json")
+        media = content_type.split(b";", 1)[0].strip().lower()
+        if media != b"application/json" and not media.endswith(b"+json"):
+            raise FrontDoorError(
+                415, "UnsupportedMediaType", f"{route.key} takes application/json, not {media.decode('latin-1')}"
+            )
         try:
             document = orjson.loads(body or b"null")
         except orjson.JSONDecodeError as exc:
