@@ -242,3 +242,52 @@ def test_schemathesis_finds_no_server_error_in_the_gateway(gw: Platform, tmp_pat
     generated = [line for line in output.splitlines() if "generated" in line]
     assert generated, output[-2000:]
     print(generated[-1])
+
+
+def tiny_wheel(folder: Path) -> Path:
+    """A pure-Python wheel built by hand (installing it needs no network and no build backend)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / "tinypkg-1.0-py3-none-any.whl"
+    files = {
+        "tinypkg/__init__.py": 'def hello():\n    return "hello from tinypkg"\n',
+        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + "tinypkg-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as bundle:
+        for name, text in files.items():
+            bundle.writestr(name, text)
+        bundle.writestr("tinypkg-1.0.dist-info/RECORD", record)
+    return wheel
+
+
+def test_requirements_txt_is_installed_before_the_handler_loads(gw: Platform, tmp_path: Path) -> None:
+    code = tmp_path / "with-requirements"
+    tiny_wheel(code / "vendor")
+    (code / "requirements.txt").write_text("./vendor/tinypkg-1.0-py3-none-any.whl\n")
+    (code / "app.py").write_text("import tinypkg\n\ndef handler(event, context):\n    return tinypkg.hello()\n")
+    gw.client.create_function("needs-pkg", code, "app.handler")
+    gw.client.create_route("GET", "/v1/needs-pkg", function="needs-pkg")
+    try:
+        answer = httpx.get(f"{gw.url}/v1/needs-pkg", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == "hello from tinypkg"
+        assert list((gw.state_dir / "functions" / "packages").iterdir())  # kept for the next start
+    finally:
+        gw.client.delete_route("GET", "/v1/needs-pkg")
+        gw.client.delete_function("needs-pkg")
+
+
+def test_a_requirement_pip_cannot_install_fails_the_function_with_pips_error(gw: Platform, tmp_path: Path) -> None:
+    code = tmp_path / "broken-requirements"
+    code.mkdir()
+    (code / "requirements.txt").write_text("./vendor/not-there-1.0-py3-none-any.whl\n")
+    (code / "app.py").write_text("def handler(event, context):\n    return 1\n")
+    from modelhost.client import ClientError
+
+    with pytest.raises(ClientError, match="pip could not install requirements.txt") as raised:
+        gw.client.create_function("bad-pkg", code, "app.handler")
+    assert "not-there" in raised.value.message
+    assert gw.client.describe_function("bad-pkg")["state"] == "Failed"
+    gw.client.delete_function("bad-pkg")
