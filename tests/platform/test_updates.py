@@ -157,11 +157,12 @@ def test_create_with_a_broken_artifact_fails_with_the_load_error(
     assert LOAD_ERROR in client.logs("broken")
     assert platform.descendants() == []
 
-    # invocations say it is not serving
+    # invocations say it is Failed, and not to retry (a Failed endpoint does not come back by itself)
     response = httpx.post(f"{platform.url}/endpoints/broken/invocations", json=TEXTS)
-    assert response.status_code == 503
-    assert response.headers["x-amzn-errortype"] == "ServiceUnavailable"
+    assert response.status_code == 400
+    assert response.headers["x-amzn-errortype"] == "ValidationError"
     assert "Failed" in response.json()["message"]
+    assert "retry-after" not in response.headers
 
     # a good artifact deployed onto the Failed endpoint brings it into service
     deployed = platform.deploy(sentiment_model, "broken")
