@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.pgserver import PostgresServer
@@ -95,4 +96,57 @@ def test_s3_artifact_store(start_platform: StartPlatform, s3: SeaweedS3, sentime
     platform.cli("rm", "sentiment")
     assert keys() == []
     assert platform.client.list_models() == []
+    assert platform.descendants() == []
+
+
+SEED_STYLE_HANDLER = """
+import os
+import pickle
+
+import boto3
+
+s3 = boto3.resource("s3")  # AWS_ENDPOINT_URL_S3 points it at the test's S3 server
+
+
+def handler(event, context):
+    from_artifact = open(os.path.join(os.environ["MODELHOST_FUNCTION_ARTIFACTS_DIR"], "transformation.sav"), "rb")
+    with from_artifact:
+        fetched = pickle.load(from_artifact)
+    read_by_handler = pickle.loads(s3.Object(os.environ["BUCKET"], os.environ["KEY"]).get()["Body"].read())
+    return {"fetched": fetched, "read": read_by_handler}
+"""
+
+
+def test_a_function_with_s3_artifacts_on_an_s3_store(
+    start_platform: StartPlatform, s3: SeaweedS3, tmp_path: Path
+) -> None:
+    """The churn seed's way: fitted transformers in a bucket, fetched as an artifact or read with boto3."""
+    import pickle
+
+    bucket = "function-store"
+    s3.client().create_bucket(Bucket=bucket)
+    s3.client().put_object(Bucket=bucket, Key="churn/transformation.sav", Body=pickle.dumps({"num_cols": [1, 2]}))
+    credentials = {k: v for k, v in s3.env().items() if k != "MODELHOST_S3_ENDPOINT_URL"}
+    platform = start_platform(
+        "--artifacts", f"s3://{bucket}/store", "--s3-endpoint-url", s3.endpoint_url, env=credentials
+    )
+    code = tmp_path / "churn-fn"
+    code.mkdir()
+    (code / "app.py").write_text(SEED_STYLE_HANDLER)
+    platform.cli(
+        "function", "create", "churn-api", str(code), "--handler", "app.handler",
+        "--artifact", f"s3://{bucket}/churn/transformation.sav",
+        "--env", f"AWS_ENDPOINT_URL_S3={s3.endpoint_url}", "--env", f"BUCKET={bucket}",
+        "--env", "KEY=churn/transformation.sav",
+    )  # fmt: skip
+    stored = s3.client().list_objects_v2(Bucket=bucket, Prefix="store/")["Contents"]
+    assert [item["Key"] for item in stored][-1].endswith("/model.tar.gz")  # the code went to the bucket
+    platform.cli("route", "create", "POST", "/v1/churn", "--function", "churn-api")
+    answer = httpx.post(f"{platform.url}/v1/churn", json={}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"fetched": {"num_cols": [1, 2]}, "read": {"num_cols": [1, 2]}}
+
+    platform.cli("route", "rm", "POST", "/v1/churn")
+    platform.cli("function", "rm", "churn-api")
+    assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket, Prefix="store/")  # its code went too
     assert platform.descendants() == []

@@ -985,3 +985,15 @@ def test_functions_and_routes_come_back_after_a_restart(gw: Platform, http: http
     # a route's key requirement and rate limit survive too
     assert_error(http.get("/v1/kept", params={"mode": "plain"}), 401, "MissingAuthenticationToken")
     assert_throttled(burst(http, "/v1/kept", 30, {"x-api-key": key}))
+
+
+def test_apikey_create_takes_the_name_as_an_option_too(gw: Platform) -> None:
+    """The issue's spelling, `modelhost apikey create --name mobile-app`, prints the key once."""
+    created = gw.cli("apikey", "create", "--name", "mobile-app")
+    key = created.stdout.strip()
+    assert key.startswith("mhk_")
+    assert "mobile-app" in {k["name"] for k in gw.client.list_api_keys()}
+    both = gw.cli("apikey", "create", "one", "--name", "two", check=False)
+    assert both.returncode != 0
+    assert "give the key's name once" in both.stderr
+    gw.client.revoke_api_key("mobile-app")

@@ -315,13 +315,26 @@ def apikey() -> None:
 
 
 @apikey.command(name="create")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--name", "name_option", help="The key's name (or give it as the argument).")
 @click.option("--endpoint", "endpoints", multiple=True, help="Only for this endpoint (repeatable; default: all).")
 @click.option("--rate", help="The key's own limit over every gateway route, e.g. 10/s or 600/m.")
 @click.option("--burst", type=int, help="Requests at once under --rate (default: a second's worth).")
 @click.option("--url", help=_URL_HELP)
-def apikey_create(name: str, endpoints: tuple[str, ...], rate: str | None, burst: int | None, url: str | None) -> None:
+def apikey_create(
+    *,
+    name: str | None,
+    name_option: str | None,
+    endpoints: tuple[str, ...],
+    rate: str | None,
+    burst: int | None,
+    url: str | None,
+) -> None:
     """Create key NAME and print it: it is shown this once (only its hash is kept)."""
+    if (name is None) == (name_option is None):
+        raise click.UsageError("give the key's name once: `apikey create NAME` or `apikey create --name NAME`")
+    name = name or name_option
+    assert name is not None
     from modelhost.client import ClientError
 
     try:

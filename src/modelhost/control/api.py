@@ -285,13 +285,7 @@ def _add_artifact_upload(router: APIRouter, controller: Controller, scratch_dir:
 def _add_docs_page(app: FastAPI) -> None:
     @app.get(f"{API}/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=f"{API}/openapi.json",
-            title="modelhost API",
-            swagger_js_url=f"{API}/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url=f"{API}/docs-assets/swagger-ui.css",
-            swagger_favicon_url=f"{API}/docs-assets/favicon.png",
-        )
+        return _swagger_page(f"{API}/openapi.json", "modelhost API")
 
     @app.get(f"{API}/docs-assets/{{name}}", include_in_schema=False)
     async def docs_asset(name: str) -> Response:
@@ -307,13 +301,7 @@ def _add_gateway_docs(app: FastAPI, gateway: GatewayController) -> None:
 
     @app.get(f"{API}/gateway/docs", include_in_schema=False)
     async def gateway_docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=f"{API}/gateway/openapi.json",
-            title="modelhost gateway",
-            swagger_js_url=f"{API}/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url=f"{API}/docs-assets/swagger-ui.css",
-            swagger_favicon_url=f"{API}/docs-assets/favicon.png",
-        )
+        return _swagger_page(f"{API}/gateway/openapi.json", "modelhost gateway")
 
 
 class _Unauthorized(ModelhostError):
@@ -346,6 +334,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
         return JSONResponse({"error": code, "message": message}, exc.status_code, headers=exc.headers)
+
+
+def _swagger_page(openapi_url: str, title: str) -> HTMLResponse:
+    """Swagger UI for a document, its files served by this API (no CDN)."""
+    return get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=title,
+        swagger_js_url=f"{API}/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url=f"{API}/docs-assets/swagger-ui.css",
+        swagger_favicon_url=f"{API}/docs-assets/favicon.png",
+    )
 
 
 def _docs_asset(name: str) -> Response:

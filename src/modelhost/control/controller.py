@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from modelhost.control.access import KEY_PREFIX, AccessTable, key_sha256
 from modelhost.control.artifact_store import ArtifactStore
+from modelhost.control.lifecycle import LifecycleTasks
 from modelhost.control.resources import (
     DEPLOYED_FOR_TAG,
     ApiKey,
@@ -76,7 +77,7 @@ class Controller:
         self.store = store
         self.runtime = runtime
         self.artifacts = artifacts
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # the running lifecycle task per endpoint
+        self._tasks = LifecycleTasks("endpoint", log)  # the running lifecycle task per endpoint
         self._statuses: dict[str, str] = {}  # last known status per endpoint, for the front door
         self.access = AccessTable(signing_master, admin_token)
         self._updating: dict[str, str] = {}  # endpoint -> the config an update in progress moves it to
@@ -297,19 +298,7 @@ class Controller:
 
     # -- the background lifecycle ---------------------------------------------------------------------
     def _start(self, name: str, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("endpoint %s: lifecycle task failed", name)
-            finally:
-                if self._tasks.get(name) is task:
-                    del self._tasks[name]
-
-        task = asyncio.create_task(run(), name=f"endpoint {name}")
-        self._tasks[name] = task
+        self._tasks.start(name, work)
 
     async def _resolve(
         self, config_name: str, overrides: Mapping[str, VariantOverride] | None = None
@@ -479,10 +468,7 @@ class Controller:
 
     async def shutdown(self) -> None:
         """Stop every process; the store keeps what should run, for the next start."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.runtime.shutdown()
 
     # -- helpers ------------------------------------------------------------------------------------------

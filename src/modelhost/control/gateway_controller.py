@@ -23,6 +23,7 @@ from modelhost.control.artifact_store import ArtifactStore
 from modelhost.control.controller import Controller
 from modelhost.control.gateway_resources import Function, FunctionState, Route, TargetKind
 from modelhost.control.gateway_store import GatewayStore
+from modelhost.control.lifecycle import LifecycleTasks
 from modelhost.control.resources import EndpointConfig, Model, ProductionVariant
 from modelhost.errors import ModelhostError, ResourceInUse, ResourceNotFound, ValidationFailed
 from modelhost.functions import bridge
@@ -57,7 +58,7 @@ class GatewayController:
         self._hosting = hosting
         self._platform_url = platform_url
         self._admin_token = admin_token
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = LifecycleTasks("function", log)
         self._sinks: list[RouteSink] = []
         self._states: dict[str, str] = {}  # last known state per function, for the gateway
 
@@ -100,10 +101,7 @@ class GatewayController:
         users = [r.key for r in await self.list_routes() if r.target_kind is TargetKind.FUNCTION and r.target == name]
         if users:
             raise ResourceInUse(f"function {name!r} is the target of route(s) {', '.join(users)}; delete them first")
-        running = self._tasks.pop(name, None)
-        if running is not None:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+        await self._tasks.cancel(name)
         await self.runtime.remove(name)
         await self._db(self.store.delete_function, name)
         self._states.pop(name, None)
@@ -113,27 +111,12 @@ class GatewayController:
     def logs(self, name: str, max_bytes: int) -> str:
         return self.runtime.logs(name, max_bytes)
 
-    def deployment_of(self, name: str) -> object | None:
-        return self.runtime.route(name)
-
     def _start(self, name: str, work: Awaitable[None]) -> None:
+        """A new start replaces one in progress (an update while the create still starts)."""
         previous = self._tasks.get(name)
         if previous is not None:
             previous.cancel()
-
-        async def run() -> None:
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("function %s: lifecycle task failed", name)
-            finally:
-                if self._tasks.get(name) is task:
-                    del self._tasks[name]
-
-        task = asyncio.create_task(run(), name=f"function {name}")
-        self._tasks[name] = task
+        self._tasks.start(name, work)
 
     async def _bring_up(self, function: Function) -> None:
         config, models = self._deployment(function)
@@ -277,16 +260,8 @@ class GatewayController:
             self._states[function.name] = FunctionState.PENDING.value
             self._start(function.name, self._bring_up(function))
 
-    async def wait_idle(self, name: str) -> None:
-        task = self._tasks.get(name)
-        if task is not None:
-            await asyncio.shield(task)
-
     async def shutdown(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.runtime.shutdown()
 
 

@@ -29,7 +29,7 @@ import orjson
 
 from modelhost.control.gateway_resources import Cors, Route, TargetKind
 from modelhost.control.resources import ApiKey
-from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render
+from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render, render_error
 from modelhost.frontdoor.throttle import Buckets, retry_after
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment
@@ -141,10 +141,10 @@ class Gateway:
     def method_not_allowed(self, method: str, path: str) -> bytes:
         allowed = ", ".join(self.allowed_methods(path))
         request_id = f"{self._id_prefix}{next(self._ids):x}"
-        error = FrontDoorError(405, "MethodNotAllowed", f"{path} takes {allowed}, not {method}")
-        answer = _error(error, request_id)
-        end_of_status = answer.find(b"\r\n") + 2
-        return answer[:end_of_status] + b"allow: " + allowed.encode() + b"\r\n" + answer[end_of_status:]
+        error = FrontDoorError(
+            405, "MethodNotAllowed", f"{path} takes {allowed}, not {method}", headers=[(b"allow", allowed.encode())]
+        )
+        return render_error(error, request_id)
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         found = self._routes.match(method, path)
@@ -190,7 +190,7 @@ class Gateway:
                 respond=respond,
             )
         except FrontDoorError as exc:
-            respond(_error(exc, request_id))
+            respond(render_error(exc, request_id))
 
     def _preflight(self, found: RouteMatch, url: bytes, origin: bytes | None, request_id: str) -> bytes:
         cors = found.route.cors
@@ -250,7 +250,7 @@ class Gateway:
                     "TooManyRequestsException",
                     f"Rate exceeded for API key {key.name}: {key.rate_per_s:g} requests a second, "
                     f"bursts of {key.burst}.",
-                    retry_after=retry_after(wait),
+                    headers=[(b"retry-after", str(retry_after(wait)).encode())],
                 )
         limit = route.rate_limit
         if limit is None:
@@ -261,7 +261,7 @@ class Gateway:
                 429,
                 "TooManyRequestsException",
                 f"Rate exceeded for {route.key}: {limit.rate:g} requests a second, bursts of {limit.burst}.",
-                retry_after=retry_after(wait),
+                headers=[(b"retry-after", str(retry_after(wait)).encode())],
             )
 
     # -- functions ------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ class _FunctionCall:
         picked = self.deployment.variants[0].pick(exclude=self.tried)
         if picked is None:
             error = FrontDoorError(503, "ServiceUnavailable", f"Function {self.name}: no instance is healthy.")
-            self.respond(_error(error, self.request_id))
+            self.respond(render_error(error, self.request_id))
             return
         instance, pool = picked
         self.tried.append(instance)
@@ -343,14 +343,14 @@ class _FunctionCall:
         try:
             self.respond(function_response(self.name, response, self.request_id))
         except FrontDoorError as exc:
-            self.respond(_error(exc, self.request_id))
+            self.respond(render_error(exc, self.request_id))
 
     def failed(self, error: UpstreamError) -> None:
         if not error.answered:
             self.send()
             return
         lost = FrontDoorError(502, "FunctionError", f"Function {self.name}: its instance failed: {error.message}")
-        self.respond(_error(lost, self.request_id))
+        self.respond(render_error(lost, self.request_id))
 
 
 def _with_cors(respond: Respond, cors: Cors, origin: str) -> Respond:
@@ -493,18 +493,3 @@ def _message_of(body: bytes) -> str:
     if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
         return str(parsed["message"])
     return body.decode("utf-8", "replace")[:500]
-
-
-def _error(error: FrontDoorError, request_id: str) -> bytes:
-    fields = dict(error.fields)
-    extra = []
-    if "retry_after" in fields:
-        extra.append((b"retry-after", str(fields.pop("retry_after")).encode()))
-    body = orjson.dumps({"error": error.code, "message": error.message, **fields, "request_id": request_id})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"x-amzn-errortype", error.code.encode()),
-        (b"x-amzn-requestid", request_id.encode()),
-        *extra,
-    ]
-    return render(error.status, headers, body)

@@ -66,9 +66,15 @@ class Access(Protocol):
 
 
 class FrontDoorError(Exception):
-    def __init__(self, status: int, code: str, message: str, **fields: Any) -> None:
+    """An answer refused: status, SageMaker-style code and message, more JSON ``fields``, and
+    ``headers`` for the response (e.g. Retry-After) where the status's defaults do not fit."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: list[tuple[bytes, bytes]] | None = None, **fields: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields
+        self.headers = headers
 
 
 def endpoint_name(path: str) -> str | None:
@@ -96,9 +102,11 @@ def render_error(error: FrontDoorError, request_id: str, *, close: bool = False)
     ]
     if close:
         headers.append((b"connection", b"close"))
-    if error.status == 405:
+    if error.headers is not None:
+        headers += error.headers
+    elif error.status == 405:
         headers.append((b"allow", b"POST"))
-    if error.status == 503:
+    elif error.status == 503:
         headers.append((b"retry-after", b"1"))
     return render(error.status, headers, body)
 
