@@ -59,5 +59,5 @@ def test_a_damaged_zip_is_refused(tmp_path: Path) -> None:
 def test_not_a_zip_at_all_is_refused(tmp_path: Path) -> None:
     package = tmp_path / "fn.zip"
     package.write_bytes(b"this is not a zip file")
-    with pytest.raises(ArtifactError, match="not a readable archive"):
+    with pytest.raises(ArtifactError, match="not a readable zip archive"):
         extract_archive(package, tmp_path / "out")

@@ -50,7 +50,8 @@ def extract_archive(archive: Path, destination: Path) -> Path:
         except tarfile.FilterError as exc:
             raise ArtifactError(f"{archive.name}: refused unsafe member: {exc}") from exc
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:
-            raise ArtifactError(f"{archive.name} is not a readable archive: {exc}") from exc
+            kind = "zip" if archive.name.endswith(".zip") else "tar"
+            raise ArtifactError(f"{archive.name} is not a readable {kind} archive: {exc}") from exc
         try:
             staging.rename(destination)
         except OSError:
