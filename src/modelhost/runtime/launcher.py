@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import itertools
 import logging
 import os
 import select
@@ -104,7 +105,7 @@ def main() -> None:
                 if pid == 0:
                     _become_instance(request["env"], request["log"], request.get("label", "instance"))
                 children.add(pid)
-                _report(out, {"pid": pid})
+                _report(out, {"pid": pid, "ticket": request.get("ticket")})
         for pid in list(children):
             with contextlib.suppress(ChildProcessError):
                 done, status = os.waitpid(pid, os.WNOHANG)
@@ -142,7 +143,8 @@ class Launcher:
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._replies: asyncio.Queue[int] = asyncio.Queue()
+        self._tickets = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[int]] = {}  # by ticket: spawns waiting for their pid
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._ready: asyncio.Future[int] | None = None
         self._stopping = False
@@ -151,7 +153,6 @@ class Launcher:
         """Start the launcher (its imports run in the background: this returns at once)."""
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        self._replies = asyncio.Queue()  # nothing stale from a launcher that died
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -170,10 +171,14 @@ class Launcher:
             assert self._process.stdin is not None
             assert self._ready is not None
             await self._ready
-            request = {"env": dict(environment), "log": log_path, "label": label}
+            ticket = next(self._tickets)
+            reply = self._pending[ticket] = asyncio.get_running_loop().create_future()
+            request = {"env": dict(environment), "log": log_path, "label": label, "ticket": ticket}
             self._process.stdin.write(orjson.dumps(request) + b"\n")
             await self._process.stdin.drain()
-            pid = await self._replies.get()
+            # A spawn cancelled from here on (its endpoint deleted) still gets a child: the
+            # reader kills it when its pid arrives, and no other spawn can take that pid.
+            pid = await reply
             if pid < 0:
                 raise OSError("the instance launcher stopped")
             exited = self._exits.setdefault(pid, asyncio.get_running_loop().create_future())
@@ -181,14 +186,14 @@ class Launcher:
 
     async def _read(self, process: asyncio.subprocess.Process, ready: asyncio.Future[int]) -> None:
         assert process.stdout is not None
-        replies = self._replies
+        pending = self._pending
         try:
             while line := await process.stdout.readline():
                 message = orjson.loads(line)
                 if "ready" in message:
                     ready.set_result(int(message["ready"]))
                 elif "pid" in message:
-                    replies.put_nowait(int(message["pid"]))
+                    self._deliver(pending.pop(int(message["ticket"]), None), int(message["pid"]))
                 elif "exited" in message:
                     future = self._exits.setdefault(int(message["exited"]), asyncio.get_running_loop().create_future())
                     if not future.done():
@@ -200,11 +205,26 @@ class Launcher:
                 log.warning("the instance launcher stopped unexpectedly; the next instance starts a new one")
             if not ready.done():
                 ready.set_exception(OSError("the instance launcher did not start"))
-            replies.put_nowait(-1)
+            for waiting in pending.values():
+                if not waiting.done():
+                    waiting.set_result(-1)
+            pending.clear()
             for future in self._exits.values():  # its instances stop with it (they watch their parent)
                 if not future.done():
                     future.set_result(-1)
             self._exits.clear()
+
+    @staticmethod
+    def _deliver(reply: asyncio.Future[int] | None, pid: int) -> None:
+        """Hand the pid to the spawn that asked for it, or stop the child if that spawn was cancelled."""
+        if reply is not None and not reply.done():
+            reply.set_result(pid)
+            return
+        log.info("stopping instance process %d: the start that asked for it was cancelled", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # its own session and group, workers included
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # before its setsid
 
     async def stop(self) -> None:
         self._stopping = True
