@@ -58,7 +58,16 @@ class ServerSettings(BaseSettings):
     unix_sockets: bool = Field(False, validation_alias=_env("MODELHOST_UNIX_SOCKETS"))  # one per slot, too
     parent_pid: int | None = Field(None, validation_alias=_env("MODELHOST_PARENT_PID"))  # stop when it goes
     expected_sha256: str | None = Field(None, validation_alias=_env("MODELHOST_EXPECTED_SHA256"))  # as recorded
+    # Connection hand-off (modelhost.server.handoff): the endpoint and variant this instance serves
+    # handed client connections for, and how long such a connection may sit idle.
+    handoff_endpoint: str | None = Field(None, validation_alias=_env("MODELHOST_HANDOFF_ENDPOINT"))
+    handoff_variant: str | None = Field(None, validation_alias=_env("MODELHOST_HANDOFF_VARIANT"))
+    handoff_keep_alive_s: float = Field(60.0, gt=0, validation_alias=_env("MODELHOST_HANDOFF_KEEP_ALIVE"))
     batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings())  # noqa: PLW0108 (for mypy)
+
+    @property
+    def handoff(self) -> bool:
+        return bool(self.unix_sockets and self.handoff_endpoint and self.handoff_variant)
 
     @property
     def max_payload_bytes(self) -> int:

@@ -51,6 +51,12 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--s3-endpoint-url", help="S3-compatible store's URL (for s3:// artifacts).")
 @click.option("--token", help="Token the management API requires (default $MODELHOST_TOKEN).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+@click.option(
+    "--handoff/--no-handoff",
+    "connection_handoff",
+    default=None,
+    help="Pass keep-alive connections of plain endpoints to their workers (default on; $MODELHOST_CONNECTION_HANDOFF).",
+)
 def up(**options: Any) -> None:
     """Run the platform: the control plane, the front door and every endpoint's instances."""
     from modelhost.platform.run import run_platform

@@ -17,7 +17,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from modelhost.control.resources import ApiKey
 
@@ -51,9 +51,14 @@ class AccessTable:
         self._keys: dict[str, ApiKey] = {}  # by SHA-256
         self._by_access_key_id: dict[str, ApiKey] = {}
         self._master = signing_master
+        # Told when an endpoint starts requiring a key: connections handed to its workers come back
+        # to the front door, which checks keys (workers do not).
+        self.on_protected: Callable[[str], None] | None = None
 
     def set_protected(self, endpoint: str, protected: bool) -> None:
         if protected:
+            if endpoint not in self._protected and self.on_protected is not None:
+                self.on_protected(endpoint)
             self._protected.add(endpoint)
         else:
             self._protected.discard(endpoint)

@@ -20,12 +20,14 @@ import asyncio
 import collections
 import logging
 import math
+import os
 import socket
 from typing import cast
 
 import httptools
 
 from modelhost.frontdoor.gateway import Gateway, RouteMatch
+from modelhost.frontdoor.handoff import MAX_TIMES_BACK, Handoff
 from modelhost.frontdoor.proxy import PREFIX, FrontDoor, FrontDoorError, render_error
 
 log = logging.getLogger("modelhost.frontdoor")
@@ -49,8 +51,10 @@ class ConnectionSettings:
         read_timeout_s: float = 30.0,
         keep_alive_s: float = 60.0,
         gateway: Gateway | None = None,
+        handoff: Handoff | None = None,
     ):
         self.gateway = gateway  # the user's routes; None: only invocations and the API
+        self.handoff = handoff  # passes connections to workers and takes them back; None: never
         self.api_host = api_host
         self.api_port = api_port
         self.read_timeout_s = read_timeout_s
@@ -79,6 +83,7 @@ class _Invocation(_Job):
         self._chunks: list[bytes] = []
         self._size = 0
         self._active = False
+        self.handoff: tuple[str, str] | None = None  # (worker socket, endpoint): may take the connection
 
     def feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -100,7 +105,10 @@ class _Invocation(_Job):
     def _run(self) -> None:
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks = []
-        self._connection.door.handle(self._method, self._path, self._headers, body, self._respond)
+        self._connection.door.handle(self._method, self._path, self._headers, body, self._respond, self._served)
+
+    def _served(self, name: str, endpoint: str) -> None:
+        self.handoff = (name, endpoint)
 
     def _respond(self, data: bytes) -> None:
         if self._method == b"HEAD":  # the head of the answer only: a body would be read as the next response
@@ -247,9 +255,13 @@ class _Relay(_Job, asyncio.Protocol):
 
 
 class FrontDoorProtocol(asyncio.Protocol):
-    def __init__(self, door: FrontDoor, settings: ConnectionSettings) -> None:
+    def __init__(
+        self, door: FrontDoor, settings: ConnectionSettings, *, replay: bytes = b"", times_back: int = 0
+    ) -> None:
         self.door = door
         self.settings = settings
+        self._replay = replay  # a connection a worker gave back: what it had read of the next request
+        self._times_back = times_back
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -268,6 +280,13 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self.settings.connections.add(self)
         self._arm(self.settings.read_timeout_s)
+        if self._replay:
+            replay, self._replay = self._replay, b""
+            self.data_received(replay)
+        elif self._times_back and self.settings.stopping:  # given back as the platform stops: idle
+            self.close()
+        elif self._times_back:
+            self._arm(self.settings.keep_alive_s)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -373,6 +392,9 @@ class FrontDoorProtocol(asyncio.Protocol):
         if not job.keep_alive or self.settings.stopping:
             self.close()
             return
+        handoff = job.handoff if isinstance(job, _Invocation) else None
+        if handoff is not None and not self._jobs and self._reading is None and self._hand_off(*handoff):
+            return
         if self._jobs:
             self._jobs[0].start()
         elif self._reading is None:
@@ -387,6 +409,29 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._reading = None
         self.door.reject(error, self.write)
         self.close()
+
+    def _hand_off(self, name: str, endpoint: str) -> bool:
+        """Pass this (idle) connection to the worker behind ``name``; False: it stays here."""
+        handoff = self.settings.handoff
+        transport = self._transport
+        if handoff is None or transport is None or self._times_back >= MAX_TIMES_BACK:
+            return False
+        if transport.get_write_buffer_size():  # the answer is not all out yet: the worker would race it
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        fd = os.dup(sock.fileno())
+        try:
+            given = handoff.give(fd, name, endpoint, self._times_back)
+        finally:
+            os.close(fd)
+        if given:  # the worker has its own descriptor: closing ours leaves the connection open
+            self._closed = True
+            self._disarm()
+            self.settings.connections.discard(self)
+            transport.close()
+        return given
 
     @property
     def idle(self) -> bool:
@@ -433,6 +478,7 @@ class FrontDoorServer:
         self._settings = settings
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._adopting: set[asyncio.Task[tuple[asyncio.Transport, FrontDoorProtocol]]] = set()
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -440,6 +486,24 @@ class FrontDoorServer:
             lambda: FrontDoorProtocol(self._door, self._settings), sock=sock, backlog=2048
         )
         self._sweeper = loop.create_task(self._sweep())
+        if self._settings.handoff is not None:
+            self._settings.handoff.on_returned = self._given_back
+
+    def _given_back(self, sock: socket.socket, data: bytes, times_back: int) -> None:
+        """A connection a worker gave back: a front door connection again, its pending bytes first."""
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> FrontDoorProtocol:
+            return FrontDoorProtocol(self._door, self._settings, replay=data, times_back=times_back)
+
+        task = loop.create_task(loop.connect_accepted_socket(protocol, sock))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[tuple[asyncio.Transport, FrontDoorProtocol]]) -> None:
+        self._adopting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a connection given back by a worker could not be taken: %r", task.exception())
 
     async def _sweep(self, every_s: float = 0.5) -> None:
         """Read deadlines and idle keep-alive connections, for every connection at once."""
@@ -456,6 +520,8 @@ class FrontDoorServer:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._settings.handoff is not None:  # handed connections come back, to be answered and closed here
+            self._settings.handoff.recall()
         for connection in list(self._settings.connections):
             if connection.idle:
                 connection.close()
@@ -464,3 +530,5 @@ class FrontDoorServer:
             await asyncio.sleep(0.05)
         for connection in list(self._settings.connections):
             connection.close()
+        if self._settings.handoff is not None:
+            self._settings.handoff.close()

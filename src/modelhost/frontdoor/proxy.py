@@ -21,12 +21,10 @@ import os
 import re
 import time
 from collections.abc import Callable
-from http import HTTPStatus
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from modelhost.control.resources import DataCaptureConfig
+from modelhost.frontdoor.answers import FrontDoorError, model_error, render, render_error
 from modelhost.frontdoor.capture import DataCapture, capture_record
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment, Variant
@@ -44,9 +42,11 @@ _FORWARDED = frozenset(
 _REQUEST_ID_HEADERS = frozenset({b"x-amzn-sagemaker-inference-id", b"x-request-id"})
 _RETURNED = (b"content-type", b"x-amzn-sagemaker-custom-attributes")
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")
-_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
 
 Respond = Callable[[bytes], None]
+Served = Callable[[str, str], None]  # (the serving worker's hand-off socket, the endpoint): it may take the connection
+
+__all__ = ["PREFIX", "SUFFIX", "FrontDoor", "FrontDoorError", "Respond", "render", "render_error"]
 
 
 class RouteTable(Protocol):
@@ -65,50 +65,11 @@ class Access(Protocol):
     def secret_for(self, access_key_id: str) -> str | None: ...
 
 
-class FrontDoorError(Exception):
-    """An answer refused: status, SageMaker-style code and message, more JSON ``fields``, and
-    ``headers`` for the response (e.g. Retry-After) where the status's defaults do not fit."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: list[tuple[bytes, bytes]] | None = None, **fields: Any
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.fields = status, code, message, fields
-        self.headers = headers
-
-
 def endpoint_name(path: str) -> str | None:
     if path.startswith(PREFIX) and path.endswith(SUFFIX):
         name = path[len(PREFIX) : -len(SUFFIX)]
         return name if name and "/" not in name else None
     return None
-
-
-def render(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """A whole HTTP/1.1 response in one buffer (``content-length`` added)."""
-    parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()]
-    for name, value in headers:
-        parts += [name, b": ", value, b"\r\n"]
-    parts += [b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body]
-    return b"".join(parts)
-
-
-def render_error(error: FrontDoorError, request_id: str, *, close: bool = False) -> bytes:
-    body = orjson.dumps({"error": error.code, "message": error.message, **error.fields, "request_id": request_id})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"x-amzn-errortype", error.code.encode()),
-        (b"x-amzn-requestid", request_id.encode()),
-    ]
-    if close:
-        headers.append((b"connection", b"close"))
-    if error.headers is not None:
-        headers += error.headers
-    elif error.status == 405:
-        headers.append((b"allow", b"POST"))
-    elif error.status == 503:
-        headers.append((b"retry-after", b"1"))
-    return render(error.status, headers, body)
 
 
 class FrontDoor:
@@ -121,8 +82,10 @@ class FrontDoor:
         timeout_s: float = 70.0,
         capture: DataCapture | None = None,
         access: Access | None = None,
+        handoff: bool = False,
     ) -> None:
         self._routes = routes
+        self.handoff = handoff  # connections may move to the worker that served them (see frontdoor/handoff.py)
         self._access = access
         self.capture = capture
         self._endpoint_status = endpoint_status  # what the control plane knows of a name without a route
@@ -131,10 +94,21 @@ class FrontDoor:
         self._ids = itertools.count(1)
         self._id_prefix = f"fd{os.getpid():x}-"
 
-    def handle(
-        self, method: bytes, path: str, headers: list[tuple[bytes, bytes]], body: bytes, respond: Respond
+    def handle(  # noqa: PLR0917 (called once per request on the hot path: positional on purpose)
+        self,
+        method: bytes,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        respond: Respond,
+        served: Served | None = None,
     ) -> None:
-        """Answer one request under ``/endpoints/`` through ``respond`` (now or later)."""
+        """Answer one request under ``/endpoints/`` through ``respond`` (now or later).
+
+        ``served`` is told, before ``respond``, which worker answered a request whose connection
+        that worker may serve from now on: a plain endpoint (one variant, one model, no data
+        capture, no API key) and a plain request (no target variant).
+        """
         forwarded: list[tuple[bytes, bytes]] = []
         target_variant = None
         request_id = ""
@@ -182,6 +156,16 @@ class FrontDoor:
             capture = deployment.config.data_capture
             if self.capture is not None and capture.enabled and self.capture.sampled(capture.sampling_percentage):
                 exchange.captured = (capture, body, _content_type(forwarded), inference_id)
+            if (
+                served is not None
+                and self.handoff
+                and target_variant is None
+                and len(deployment.variants) == 1
+                and not variant.multi_model
+                and not capture.enabled
+                and not (self._access is not None and self._access.is_protected(name))
+            ):
+                exchange.served = served
             self._send(exchange)
         except FrontDoorError as exc:
             respond(render_error(exc, request_id))
@@ -258,6 +242,8 @@ class FrontDoor:
             return
         instance, pool = picked
         exchange.tried.append(instance)
+        if exchange.served is not None:
+            exchange.handoff_name = instance.handoff_names.get(pool)
         pool.send(exchange.request, self._timeout_s, exchange.answered, exchange.failed)
 
     def _send_to_target(self, exchange: _Exchange, host: MultiModelHost) -> None:
@@ -295,7 +281,7 @@ class FrontDoor:
     @staticmethod
     def _answer(name: str, variant: str, response: UpstreamResponse, request_id: str) -> bytes:
         if response.status >= 400:
-            return render_error(_model_error(name, variant, response.status, response.body), request_id)
+            return render_error(model_error(name, variant, response.status, response.body), request_id)
         headers = [(key, value) for key, value in response.headers if key in _RETURNED]
         headers.append((b"x-amzn-invoked-production-variant", variant.encode()))
         headers.append((b"x-amzn-requestid", request_id.encode()))
@@ -318,12 +304,14 @@ class _Exchange:
     __slots__ = (
         "captured",
         "door",
+        "handoff_name",
         "host",
         "loaded",
         "name",
         "request",
         "request_id",
         "respond",
+        "served",
         "target",
         "tried",
         "variant",
@@ -339,8 +327,12 @@ class _Exchange:
         self.target: str | None = None  # a multi-model request's model, and the instance that serves it
         self.host: MultiModelHost | None = None
         self.loaded = False
+        self.served: Served | None = None  # set when the connection may move to the worker that answers
+        self.handoff_name: str | None = None
 
     def answered(self, response: UpstreamResponse) -> None:
+        if self.served is not None and self.handoff_name is not None and response.status < 500:
+            self.served(self.handoff_name, self.name)
         self.respond(FrontDoor._answer(self.name, self.variant.name, response, self.request_id))
         if self.captured is not None and response.status < 400 and self.door.capture is not None:
             config, body, content_type, inference_id = self.captured
@@ -371,13 +363,3 @@ def _content_type(headers: list[tuple[bytes, bytes]]) -> str:
         if key == b"content-type":
             return value.decode("latin-1")
     return "application/json"  # what the model server assumes too
-
-
-def _model_error(name: str, variant: str, status: int, body: bytes) -> FrontDoorError:
-    original = body.decode("utf-8", "replace")
-    kind = "client" if status < 500 else "server"
-    message = (
-        f'Received {kind} error ({status}) from variant {variant} with message "{original}". '
-        f"See `modelhost logs {name}` for more information."
-    )
-    return FrontDoorError(424, "ModelError", message, OriginalStatusCode=status, OriginalMessage=original)

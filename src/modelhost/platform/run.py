@@ -33,6 +33,7 @@ from modelhost.control.store import StateStore
 from modelhost.errors import ModelhostError
 from modelhost.frontdoor.capture import DataCapture
 from modelhost.frontdoor.gateway import Gateway
+from modelhost.frontdoor.handoff import Handoff
 from modelhost.frontdoor.protocol import ConnectionSettings, FrontDoorServer
 from modelhost.frontdoor.proxy import FrontDoor
 from modelhost.platform.settings import PlatformSettings
@@ -199,6 +200,17 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, handle, signum)
 
 
+def _doors(
+    settings: PlatformSettings, front_door: FrontDoor, gateway: Gateway, controller: Controller, api_port: int
+) -> FrontDoorServer:
+    """The public port's server; with hand-off, an endpoint that starts requiring a key recalls its connections."""
+    handoff = Handoff() if settings.connection_handoff else None
+    if handoff is not None:
+        controller.access.on_protected = handoff.recall
+    connections = ConnectionSettings(api_host="127.0.0.1", api_port=api_port, gateway=gateway, handoff=handoff)
+    return FrontDoorServer(front_door, connections)
+
+
 async def _serve(settings: PlatformSettings, token: str | None) -> int:
     public = _listen(settings.host, settings.port)  # first: a taken port fails before anything starts
     internal = _listen("127.0.0.1", 0)
@@ -215,6 +227,7 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         load_timeout_s=settings.load_timeout_s,
         request_timeout_s=settings.request_timeout_s,
         launcher=launcher,
+        handoff=settings.connection_handoff,
     )
     # What the platform's own functions sign with (access key id "modelhost"): the token, or without
     # one a secret made for this run, so their boto3 can invoke endpoints that require a key.
@@ -238,6 +251,7 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         timeout_s=settings.request_timeout_s + 10,
         capture=capture,
         access=controller.access,
+        handoff=settings.connection_handoff,
     )
     gateway = Gateway(front_door, functions_runtime, gateway_controller.known_state, controller.access)
     gateway_controller.publish_to(gateway)
@@ -262,10 +276,7 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
             timeout_keep_alive=5,
         )
     )
-    doors = FrontDoorServer(
-        front_door,
-        ConnectionSettings(api_host="127.0.0.1", api_port=internal.getsockname()[1], gateway=gateway),
-    )
+    doors = _doors(settings, front_door, gateway, controller, internal.getsockname()[1])
     stop = asyncio.Event()
     _stop_on_signals(stop)
     api_task = asyncio.create_task(api_server.serve(sockets=[internal]))

@@ -34,6 +34,8 @@ class PlatformSettings(BaseSettings):
     max_payload_mb: float = Field(6.0, gt=0, validation_alias=AliasChoices("MODELHOST_MAX_PAYLOAD_MB"))
     max_instances: int = Field(32, ge=1, validation_alias=AliasChoices("MODELHOST_MAX_INSTANCES"))
     log_level: str = Field("info", validation_alias=AliasChoices("MODELHOST_LOG_LEVEL"))
+    # Keep-alive connections of plain endpoints move to the worker that served them (frontdoor/handoff.py).
+    connection_handoff: bool = Field(True, validation_alias=AliasChoices("MODELHOST_CONNECTION_HANDOFF"))
 
     @property
     def database_url(self) -> str:

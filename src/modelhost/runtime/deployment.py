@@ -185,11 +185,12 @@ def build_deployment(
     load_timeout_s: float,
     request_timeout_s: float,
     launcher: Launcher | None = None,
+    handoff: bool = False,
 ) -> Deployment:
     """Instances for every variant of ``config`` (not started), laid out under the endpoint's folders."""
     generation = time.strftime("%Y%m%dT%H%M%S") + f"-{random.randrange(16**4):04x}"
 
-    def make_instance(spec: InstanceSpec, suffix: str = "") -> Instance:
+    def make_instance(spec: InstanceSpec, suffix: str = "", handoff: bool = False) -> Instance:
         name = f"{spec.variant}-{spec.index}" + (f"-{suffix}" if suffix else "")
         return Instance(
             spec,
@@ -199,6 +200,7 @@ def build_deployment(
             load_timeout_s=load_timeout_s,
             request_timeout_s=request_timeout_s,
             launcher=launcher,
+            handoff=handoff,
         )
 
     variants = []
@@ -224,6 +226,6 @@ def build_deployment(
             ]
             variants.append(Variant(variant.variant_name, variant.initial_weight, [], hosts, model.name))
         else:
-            instances = [make_instance(spec) for spec in specs]
+            instances = [make_instance(spec, handoff=handoff) for spec in specs]
             variants.append(Variant(variant.variant_name, variant.initial_weight, instances, [], model.name))
     return Deployment(endpoint, config, variants, run_dir=run_root / endpoint / generation)

@@ -87,15 +87,18 @@ class Instance:
         load_timeout_s: float,
         request_timeout_s: float,
         launcher: Launcher | None = None,
+        handoff: bool = False,
     ) -> None:
         self.spec = spec
         self._launcher = launcher
+        self._handoff = handoff  # its workers serve client connections the front door hands over
         self.run_dir = run_dir
         self.log_path = log_path
         self.state = InstanceState.STARTING
         # While healthy: where the front door sends requests (one pool per worker's Unix socket),
         # and the instance's TCP port (health checks, direct access).
         self.pools: list[UpstreamPool] = []
+        self.handoff_names: dict[UpstreamPool, str] = {}  # a worker's pool -> its hand-off socket
         self._control: UpstreamPool | None = None
         self.restarts = 0
         self._environment = dict(environment)
@@ -147,6 +150,11 @@ class Instance:
             "MODELHOST_UNIX_SOCKETS": "1",
             **({"MODELHOST_FRAMEWORK": self.spec.model.framework} if self.spec.model.framework else {}),
             **(
+                {"MODELHOST_HANDOFF_ENDPOINT": self.spec.endpoint, "MODELHOST_HANDOFF_VARIANT": self.spec.variant}
+                if self._handoff
+                else {}
+            ),
+            **(
                 {"MODELHOST_EXPECTED_SHA256": self.spec.model.artifact_sha256}
                 if self.spec.model.artifact_sha256
                 else {}
@@ -159,7 +167,7 @@ class Instance:
         self._process = await self._spawn(environment)
         log.info("instance %s: started pid %d", self.spec.label, self._process.pid)
         try:
-            port, local = await self._wait_for_addresses(port_file)
+            port, local, handoff = await self._wait_for_addresses(port_file)
             control = UpstreamPool(("127.0.0.1", port))
             await self._wait_until_healthy(control)
         except BaseException:
@@ -167,6 +175,7 @@ class Instance:
             raise
         self._control = control
         self.pools = [UpstreamPool(name) for name in local] or [UpstreamPool(("127.0.0.1", port))]
+        self.handoff_names = dict(zip(self.pools, handoff, strict=False)) if len(handoff) == len(local) else {}
         self.state = InstanceState.HEALTHY
         log.info("instance %s: healthy on port %d", self.spec.label, port)
 
@@ -189,14 +198,18 @@ class Instance:
                 start_new_session=True,  # its own process group: stopping it reaches every worker
             )
 
-    async def _wait_for_addresses(self, port_file: Path) -> tuple[int, list[str]]:
-        """The TCP port and the per-worker Unix sockets the server writes once it has bound them."""
+    async def _wait_for_addresses(self, port_file: Path) -> tuple[int, list[str], list[str]]:
+        """The TCP port, the per-worker Unix sockets and hand-off sockets the server writes once bound."""
         deadline = time.monotonic() + self._load_timeout_s
         while True:
             self._raise_if_exited()
             with contextlib.suppress(FileNotFoundError, ValueError):
                 addresses = orjson.loads(port_file.read_bytes())
-                return int(addresses["port"]), [str(name) for name in addresses.get("unix", [])]
+                return (
+                    int(addresses["port"]),
+                    [str(name) for name in addresses.get("unix", [])],
+                    [str(name) for name in addresses.get("handoff", [])],
+                )
             if time.monotonic() > deadline:
                 raise InstanceFailed(f"instance {self.spec.label} did not open its port in {self._load_timeout_s:g} s")
             await asyncio.sleep(POLL_S)
@@ -241,6 +254,7 @@ class Instance:
         for pool in [*self.pools, *([self._control] if self._control is not None else [])]:
             pool.close()
         self.pools = []
+        self.handoff_names = {}
         self._control = None
 
     async def drain(self, timeout_s: float) -> None:

@@ -31,8 +31,10 @@ class LocalRuntime:
         request_timeout_s: float = 60.0,
         launcher: Launcher | None = None,
         owns_launcher: bool = True,
+        handoff: bool = False,
     ) -> None:
         self._launcher = launcher
+        self._handoff = handoff  # instances take client connections the front door hands over
         self._owns_launcher = owns_launcher  # False: another runtime shares it and stops it
         self.run_root = state_dir / "run"
         self.log_root = state_dir / "logs"
@@ -68,6 +70,7 @@ class LocalRuntime:
             load_timeout_s=self._load_timeout_s,
             request_timeout_s=self._request_timeout_s,
             launcher=self._launcher,
+            handoff=self._handoff,
         )
         deployment.on_failure = on_failure
         await deployment.start()  # InstanceFailed leaves the old deployment in place

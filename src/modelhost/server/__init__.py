@@ -14,6 +14,7 @@ import orjson
 from modelhost.artifacts import resolve_artifact
 from modelhost.errors import ArtifactError, ModelhostError
 from modelhost.inference.loader import load_model
+from modelhost.server.handoff import bind_handoff_sockets
 from modelhost.server.loading import LoadingResponder
 from modelhost.server.supervisor import Supervisor
 from modelhost.settings import ServerSettings
@@ -70,10 +71,14 @@ def bind_local_sockets(count: int) -> list[socket.socket]:
     return sockets
 
 
-def _write_addresses(path: Path, port: int, local: list[socket.socket]) -> None:
+def _write_addresses(path: Path, port: int, local: list[socket.socket], handoff: list[socket.socket]) -> None:
     """Atomically, so a reader never sees half of it. Abstract socket names are written with '@'."""
-    names = [sock.getsockname() for sock in local]
-    text = orjson.dumps({"port": port, "unix": ["@" + n[1:].decode() if isinstance(n, bytes) else n for n in names]})
+
+    def names(sockets: list[socket.socket]) -> list[str]:
+        found = [sock.getsockname() for sock in sockets]
+        return ["@" + n[1:].decode() if isinstance(n, bytes) else n for n in found]
+
+    text = orjson.dumps({"port": port, "unix": names(local), "handoff": names(handoff)})
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(text)
     partial.replace(path)
@@ -90,8 +95,9 @@ def serve(settings: ServerSettings) -> int:
         return 1
     host, port = sockets[0].getsockname()[:2]
     local = bind_local_sockets(settings.workers) if settings.unix_sockets else []
+    handoff = bind_handoff_sockets(settings.workers) if settings.handoff else []
     if settings.port_file is not None:
-        _write_addresses(settings.port_file, port, local)
+        _write_addresses(settings.port_file, port, local, handoff)
     log.info("listening on http://%s:%d; loading %s", host, port, settings.model_uri)
     try:
         with LoadingResponder(sockets):
@@ -105,7 +111,7 @@ def serve(settings: ServerSettings) -> int:
             loaded = load_model(artifact.path, settings)
     except ModelhostError as exc:
         log.error("the model failed to load: %s", exc.message)
-        for sock in [*sockets, *local]:
+        for sock in [*sockets, *local, *handoff]:
             sock.close()
         return 1
     policy = loaded.batching
@@ -119,4 +125,4 @@ def serve(settings: ServerSettings) -> int:
     # (and so copying) their pages in every worker. (No collection first: it costs ~0.1 s of
     # cold start and frees little right after a load.)
     gc.freeze()
-    return Supervisor(settings, sockets, loaded, local).run()
+    return Supervisor(settings, sockets, loaded, local, handoff).run()

@@ -75,8 +75,7 @@ class AdaptiveBatcher:
     async def submit(self, invocation: Invocation, deadline: float) -> Outcome:
         """Predict one announced invocation; the answer or a timeout error by ``deadline``."""
         loop = asyncio.get_running_loop()
-        if not self._tasks:
-            self._tasks = [loop.create_task(self._consume()), loop.create_task(self._sweep())]
+        self._start(loop)
         if self.stuck_for(loop.time()) > self._timeout_s:
             self._arriving -= 1
             self._report_stuck()
@@ -86,6 +85,24 @@ class AdaptiveBatcher:
         self._arriving -= 1
         self._wakeup.set()
         return await future
+
+    def enqueue(self, invocation: Invocation, deadline: float, done: Callable[[Outcome], None]) -> None:
+        """``submit`` for callers that are callbacks, not tasks (a handed connection): ``done`` gets
+        the outcome. Not announced: the request is whole when it comes."""
+        loop = asyncio.get_running_loop()
+        self._start(loop)
+        if self.stuck_for(loop.time()) > self._timeout_s:
+            self._report_stuck()
+            done(ServiceUnavailable("the model is stuck on an earlier request; this worker is being replaced, retry"))
+            return
+        future: asyncio.Future[Outcome] = loop.create_future()
+        future.add_done_callback(lambda finished: done(finished.result()))
+        self._queue.append(_Pending(invocation, future, deadline))
+        self._wakeup.set()
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._tasks:
+            self._tasks = [loop.create_task(self._consume()), loop.create_task(self._sweep())]
 
     def stuck_for(self, now: float) -> float:
         """Seconds the current prediction has been running (0 when idle)."""

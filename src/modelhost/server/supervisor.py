@@ -45,10 +45,12 @@ class Supervisor:
         sockets: list[socket.socket],
         loaded: LoadedModel,
         local_sockets: list[socket.socket] | None = None,
+        handoff_sockets: list[socket.socket] | None = None,
     ) -> None:
         self._settings = settings
         self._sockets = sockets
         self._local_sockets = local_sockets or []  # one Unix socket per slot, for the platform's front door
+        self._handoff_sockets = handoff_sockets or []  # and one per slot for connections it hands over
         self._loaded = loaded
         self._board = WorkerBoard(settings.workers)
         self._workers: dict[int, _Worker] = {}  # by pid
@@ -101,7 +103,8 @@ class Supervisor:
             os.close(self._wake_read)
             os.close(self._wake_write)
             own = [self._sockets[slot], *self._local_sockets[slot : slot + 1]]
-            run_worker(slot, own, self._loaded, self._settings, self._board, master_pid=master)
+            handoff = self._handoff_sockets[slot] if self._handoff_sockets else None
+            run_worker(slot, own, self._loaded, self._settings, self._board, master_pid=master, handoff=handoff)
         self._workers[pid] = _Worker(slot, pid, time.monotonic())
         log.info("worker %d started (pid %d)", slot, pid)
 
@@ -179,7 +182,7 @@ class Supervisor:
         while self._workers:
             self._reap()
             time.sleep(0.01)
-        for sock in [*self._sockets, *self._local_sockets]:
+        for sock in [*self._sockets, *self._local_sockets, *self._handoff_sockets]:
             sock.close()
         log.info("stopped")
 

@@ -25,6 +25,7 @@ from modelhost.inference.loader import LoadedModel
 from modelhost.server.app import ModelServerApp
 from modelhost.server.batcher import AdaptiveBatcher
 from modelhost.server.board import WorkerBoard
+from modelhost.server.handoff import HandoffService
 from modelhost.server.protocol import protocol_with_read_timeout
 from modelhost.settings import ServerSettings
 
@@ -42,6 +43,7 @@ def run_worker(
     board: WorkerBoard,
     *,
     master_pid: int,
+    handoff: socket.socket | None = None,
 ) -> NoReturn:
     """The whole life of a forked worker; never returns."""
     code = 0
@@ -56,7 +58,18 @@ def run_worker(
         _limit_native_threads(len(cpus))
         loaded.pipeline.worker_started(len(cpus))
         board.beat(slot)
-        _run_loop(_serve(slot, sockets, loaded, settings, board, stop_requested=stop_requested, master_pid=master_pid))
+        _run_loop(
+            _serve(
+                slot,
+                sockets,
+                loaded,
+                settings,
+                board,
+                stop_requested=stop_requested,
+                master_pid=master_pid,
+                handoff=handoff,
+            )
+        )
     except BaseException:
         log.exception("worker %d failed", slot)
         code = 1
@@ -109,6 +122,7 @@ async def _serve(
     *,
     stop_requested: _StopFlag,
     master_pid: int,
+    handoff: socket.socket | None = None,
 ) -> None:
     policy = loaded.batching
     warden = _Warden(slot, board, stop_requested, master_pid)
@@ -146,12 +160,35 @@ async def _serve(
     )
     server = uvicorn.Server(config)
     warden.attach(server)
+    handed = _handoff_service(handoff, batcher, settings)
     watchdog = asyncio.get_running_loop().create_task(warden.watch(batcher, settings.timeout_s))
     try:
         await server.serve(sockets=sockets)
+        if handed is not None:  # connections the front door handed here go back to it, answered
+            await handed.drain(settings.timeout_s + 5)
     finally:
         watchdog.cancel()
         batcher.close()
+
+
+def _handoff_service(
+    listener: socket.socket | None, batcher: AdaptiveBatcher, settings: ServerSettings
+) -> HandoffService | None:
+    """Serving connections the platform's front door hands over, when the platform asked for it."""
+    if listener is None or settings.handoff_endpoint is None or settings.handoff_variant is None:
+        return None
+    service = HandoffService(
+        listener,
+        batcher,
+        settings.handoff_endpoint,
+        settings.handoff_variant,
+        timeout_s=settings.timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        keep_alive_s=settings.handoff_keep_alive_s,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    service.start()
+    return service
 
 
 class _Warden:

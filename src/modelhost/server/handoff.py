@@ -1,0 +1,434 @@
+"""Connection hand-off, the worker's side: client connections the front door passed here, served here.
+
+Proxying costs the front door ~65 µs of CPU per request, on the same cores the model needs. So
+once the front door has answered a plain invocation of a plain endpoint (one variant, no data
+capture, no API key), it passes the client's TCP connection itself to the worker that served it
+(``SCM_RIGHTS`` over a Unix socket: the same connection, no new handshake, nothing the client
+can see). The worker then reads that connection's next requests and answers them exactly as the
+front door would have: same status, headers and error shapes (``modelhost.frontdoor.answers``).
+
+    front door ──"C" + fd──► worker: serve this connection
+    front door ──"D"───────► worker: give every connection back (the endpoint became protected)
+    worker ──"R" + fd + bytes─► front door: this connection, and what was read of its next request
+
+A worker serves only ``POST /endpoints/<its endpoint>/invocations`` over HTTP/1.1 with a
+content-length. Anything else on a handed connection (another path, a target variant or model,
+chunked bodies, ``Expect``) goes back to the front door with the bytes read so far, as does every
+connection when the worker stops (idle ones at once, a busy one after its answer): an update or
+a stop loses no request. A worker killed with SIGKILL drops its handed connections (the clients
+see a reset, as with any server that dies) — the one thing proxying did better.
+
+The channel is a SOCK_SEQPACKET socket (messages keep their boundaries and their descriptor);
+bytes beyond one message go in "B" messages right after their "R".
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+import re
+import socket
+import struct
+from collections.abc import Callable
+from typing import cast
+
+from modelhost.frontdoor.answers import FrontDoorError, model_error, render, render_error
+from modelhost.inference.types import Invocation, Outcome, Rendered
+from modelhost.server.batcher import AdaptiveBatcher
+from modelhost.server.responses import error_body
+
+log = logging.getLogger("modelhost.handoff")
+
+CONNECTION = b"C"  # front door -> worker: a connection to serve (header: times it came back before)
+RECALL = b"D"  # front door -> worker: give every connection back
+RETURNED = b"R"  # worker -> front door: a connection, with >IB (bytes that follow, times back) and bytes
+MORE = b"B"  # worker -> front door: more bytes of the connection just returned
+CHUNK = 48 * 1024  # bytes per message: well under the smallest socket buffer
+MAX_MESSAGE = CHUNK + 16
+MAX_HEAD = 64 * 1024  # a head longer than this is the front door's to refuse
+_RETURN_HEADER = struct.Struct(">IB")
+_PRINTABLE = re.compile(r"[^\x21-\x7e]")
+_FOREIGN = frozenset(
+    {
+        b"transfer-encoding",
+        b"expect",
+        b"upgrade",
+        b"x-amzn-sagemaker-target-variant",
+        b"x-amzn-sagemaker-target-model",
+    }
+)
+
+
+def handoff_name(master_pid: int, slot: int) -> str:
+    """The abstract socket name of one worker slot's hand-off channel ('@' for the abstract namespace)."""
+    return f"@modelhost-{master_pid}-{slot}-handoff"
+
+
+def bind_handoff_sockets(count: int) -> list[socket.socket]:
+    """One listening hand-off socket per worker slot (the front door connects once per worker)."""
+    sockets = []
+    for slot in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.bind("\0" + handoff_name(os.getpid(), slot)[1:])
+        sock.listen(16)
+        sockets.append(sock)
+    return sockets
+
+
+def send_with_fd(channel: socket.socket, message: bytes, fd: int) -> None:
+    """One message carrying a descriptor (the receiver gets its own copy of it)."""
+    channel.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
+
+def receive(channel: socket.socket) -> tuple[bytes, int | None]:
+    """One message and the descriptor it carried, if any; ``b""`` at the end (BlockingIOError: none yet)."""
+    message, ancillary, _flags, _address = channel.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * 4))
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(data[: len(data) - len(data) % received.itemsize])
+            fds.extend(received)
+    for extra in fds[1:]:  # never sent; closed rather than leaked
+        os.close(extra)
+    return message, (fds[0] if fds else None)
+
+
+def return_connection(channel: socket.socket, fd: int, data: bytes, times_back: int) -> None:
+    """Give a connection back: its descriptor, then what was read of it, in messages of CHUNK bytes."""
+    first, rest = data[:CHUNK], data[CHUNK:]
+    send_with_fd(channel, RETURNED + _RETURN_HEADER.pack(len(rest), min(times_back, 255)) + first, fd)
+    for start in range(0, len(rest), CHUNK):
+        channel.send(MORE + rest[start : start + CHUNK])
+
+
+def parse_returned(message: bytes) -> tuple[int, int, bytes]:
+    """(bytes still to come in MORE messages, times back, the first bytes) of a RETURNED message."""
+    more, times_back = _RETURN_HEADER.unpack_from(message, 1)
+    return more, times_back, message[1 + _RETURN_HEADER.size :]
+
+
+class HandoffService:
+    """In a worker: accepts the front door's channel, serves the connections it passes, gives them back."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        batcher: AdaptiveBatcher,
+        endpoint: str,
+        variant: str,
+        *,
+        timeout_s: float,
+        read_timeout_s: float,
+        keep_alive_s: float,
+        max_payload_bytes: int,
+    ) -> None:
+        self._listener = listener
+        self.batcher = batcher
+        self.path = f"/endpoints/{endpoint}/invocations".encode()
+        self.endpoint, self.variant = endpoint, variant
+        self.variant_header = (b"x-amzn-invoked-production-variant", variant.encode())
+        self.timeout_s = timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.keep_alive_s = keep_alive_s
+        self.max_payload_bytes = max_payload_bytes
+        self.connections: set[HandedConnection] = set()
+        self.draining = False
+        self._channels: set[socket.socket] = set()
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-h"
+        self._loop = asyncio.get_running_loop()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._listener.setblocking(False)
+        self._loop.add_reader(self._listener.fileno(), self._accept)
+        self._sweeper = self._loop.create_task(self._sweep())
+
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    # -- the channel -----------------------------------------------------------------------------
+    def _accept(self) -> None:
+        try:
+            channel, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        channel.setblocking(False)
+        self._channels.add(channel)
+        self._loop.add_reader(channel.fileno(), self._on_message, channel)
+
+    def _on_message(self, channel: socket.socket) -> None:
+        try:
+            message, fd = receive(channel)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            message, fd = b"", None
+        if not message:
+            self._loop.remove_reader(channel.fileno())
+            self._channels.discard(channel)
+            channel.close()
+            return
+        kind = message[:1]
+        if kind == CONNECTION and fd is not None:
+            times_back = message[1] if len(message) > 1 else 0
+            self._adopt(channel, socket.socket(fileno=fd), times_back)
+        elif kind == RECALL:
+            for connection in list(self.connections):
+                connection.leave()
+        elif fd is not None:
+            os.close(fd)
+
+    def _adopt(self, channel: socket.socket, sock: socket.socket, times_back: int) -> None:
+        if self.draining:  # too late: straight back
+            with contextlib.suppress(OSError):
+                return_connection(channel, sock.fileno(), b"", times_back)
+            sock.close()
+            return
+        task = self._loop.create_task(
+            self._loop.connect_accepted_socket(lambda: HandedConnection(self, channel, times_back), sock)
+        )
+        task.add_done_callback(_log_failure)
+
+    # -- deadlines and the end -----------------------------------------------------------------------
+    async def _sweep(self, every_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            now = self._loop.time()
+            for connection in [c for c in self.connections if c.deadline < now]:
+                connection.expire()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Give every connection back (a busy one once answered); close what is left after ``timeout_s``."""
+        self.draining = True
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._listener.fileno())
+        for connection in list(self.connections):
+            connection.leave()
+        deadline = self._loop.time() + timeout_s
+        while self.connections and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for channel in list(self._channels):
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(channel.fileno())
+            channel.close()
+        self._channels.clear()
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a handed connection could not be adopted: %r", task.exception())
+
+
+class HandedConnection(asyncio.Protocol):
+    """One client connection handed to this worker: requests framed here, answered in order."""
+
+    def __init__(self, service: HandoffService, channel: socket.socket, times_back: int) -> None:
+        self._service = service
+        self._channel = channel
+        self._times_back = times_back
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._busy = False  # a request is with the model; what arrives meanwhile waits its turn
+        self._leaving = False  # to be given back once not busy
+        self._closed = False
+        self.deadline = math.inf
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._service.connections.add(self)
+        self.deadline = self._loop.time() + self._service.keep_alive_s
+        self._next()  # the client may have sent its next request already
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._service.connections.discard(self)
+
+    # -- requests ----------------------------------------------------------------------------------
+    def _next(self) -> None:
+        """Start the next whole request in the buffer, or give the connection back, or wait for bytes."""
+        if self._closed or self._busy:
+            return
+        if self._leaving:
+            self._give_back()
+            return
+        buffer = self._buffer
+        if not buffer:
+            self.deadline = self._loop.time() + self._service.keep_alive_s
+            return
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                self._give_back()
+            else:
+                self._arm_read_deadline()
+            return
+        head = self._parse_head(bytes(buffer[:end]))
+        if head is None:
+            self._give_back()
+            return
+        length, keep_alive, headers = head
+        if length > self._service.max_payload_bytes:
+            self._give_back()  # the front door's 413
+            return
+        start = end + 4
+        if len(buffer) < start + length:
+            self._arm_read_deadline()
+            return
+        body = bytes(buffer[start : start + length])
+        del buffer[: start + length]
+        self._busy = True
+        self.deadline = math.inf
+        self._invoke(body, headers, keep_alive)
+
+    def _parse_head(self, head: bytes) -> tuple[int, bool, list[tuple[bytes, bytes]]] | None:
+        """(content length, keep-alive, headers) of a request this worker serves; None: not one."""
+        lines = head.split(b"\r\n")
+        if lines[0] != b"POST " + self._service.path + b" HTTP/1.1":
+            return None
+        length = -1
+        keep_alive = True
+        headers: list[tuple[bytes, bytes]] = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip():
+                return None
+            name = name.lower()
+            value = value.strip(b" \t")
+            if name in _FOREIGN:
+                return None
+            if name == b"content-length":
+                if length >= 0 or not value.isdigit():
+                    return None
+                length = int(value)
+            elif name == b"connection":
+                keep_alive = b"close" not in value.lower()
+            headers.append((name, value))
+        return (length, keep_alive, headers) if length >= 0 else None
+
+    def _invoke(self, body: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        content_type = accept = attributes = None
+        request_id = ""
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+            elif name == b"x-amzn-sagemaker-custom-attributes":
+                attributes = value.decode("latin-1")
+            elif name in (b"x-amzn-sagemaker-inference-id", b"x-request-id"):
+                request_id = _PRINTABLE.sub("", value.decode("latin-1"))[:128]
+        request_id = request_id or self._service.new_request_id()
+        invocation = Invocation(body, content_type, accept, attributes, request_id)
+        deadline = self._loop.time() + self._service.timeout_s
+        self._service.batcher.enqueue(invocation, deadline, self._answered(request_id, keep_alive))
+
+    def _answered(self, request_id: str, keep_alive: bool) -> Callable[[Outcome], None]:
+        def answer(outcome: Outcome) -> None:
+            self._respond(_render(self._service, outcome, request_id), keep_alive)
+
+        return answer
+
+    def _respond(self, data: bytes, keep_alive: bool) -> None:
+        self._busy = False
+        if self._closed or self._transport is None:
+            return
+        self._transport.write(data)
+        if not keep_alive:
+            self.close()
+            return
+        self._next()
+
+    # -- leaving -------------------------------------------------------------------------------------
+    def leave(self) -> None:
+        """Go back to the front door: now if idle, else after the answer being prepared."""
+        self._leaving = True
+        if not self._busy:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        transport = self._transport
+        if self._closed or transport is None:
+            return
+        if transport.get_write_buffer_size():  # the last answer is still going out
+            transport.pause_reading()
+            self._loop.call_later(0.002, self._give_back)
+            return
+        transport.pause_reading()
+        sock = transport.get_extra_info("socket")
+        try:
+            fd = os.dup(sock.fileno())
+        except OSError:
+            self.close()
+            return
+        try:
+            return_connection(self._channel, fd, bytes(self._buffer), self._times_back + 1)
+        except OSError as exc:
+            log.warning("cannot give a connection back to the front door (%s); closing it", exc)
+            self._refuse_or_close()
+            return
+        finally:
+            os.close(fd)
+        self._closed = True  # ours no more: closing our descriptor leaves the connection open
+        self._service.connections.discard(self)
+        transport.close()
+
+    def _refuse_or_close(self) -> None:
+        """The front door is gone: a request waiting gets a 503, an idle connection just closes."""
+        if self._buffer and self._transport is not None:
+            error = FrontDoorError(503, "ServiceUnavailable", "the platform's front door is not available; retry")
+            self._transport.write(render_error(error, self._service.new_request_id(), close=True))
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed and self._transport is not None:
+            self._closed = True
+            self._service.connections.discard(self)
+            self._transport.close()
+
+    def _arm_read_deadline(self) -> None:
+        if self.deadline == math.inf or self.deadline > self._loop.time() + self._service.read_timeout_s:
+            self.deadline = self._loop.time() + self._service.read_timeout_s
+
+    def expire(self) -> None:
+        """The sweep found the deadline passed: a request not in within the read timeout, or idle too long."""
+        self.deadline = math.inf
+        if self._busy:
+            return
+        if self._buffer and self._transport is not None:
+            seconds = self._service.read_timeout_s
+            error = FrontDoorError(408, "RequestTimeout", f"the request did not arrive within {seconds:g} s")
+            self._transport.write(render_error(error, self._service.new_request_id(), close=True))
+        self.close()
+
+
+def _render(service: HandoffService, outcome: Outcome, request_id: str) -> bytes:
+    """The bytes the front door would have sent for this outcome of the model server."""
+    if isinstance(outcome, Rendered):
+        headers = [
+            (b"content-type", outcome.content_type.encode("latin-1")),
+            service.variant_header,
+            (b"x-amzn-requestid", request_id.encode()),
+        ]
+        return render(200, headers, outcome.body)
+    if outcome.status >= 500:
+        log.warning("request %s: %s %s", request_id, outcome.status, outcome.message)
+    original = error_body(outcome.code, outcome.message, request_id)
+    return render_error(model_error(service.endpoint, service.variant, outcome.status, original), request_id)
