@@ -33,6 +33,7 @@ class Load:
     threads: int = 3
     answers: list[tuple[float, object]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    handed: int = 0  # answers from the worker a connection was handed to (request id "<pid>-h<n>")
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
 
@@ -63,6 +64,7 @@ class Load:
                     self.failures.append(f"{response.status_code}: {response.text[:300]}")
                 else:
                     self.answers.append((started, response.json()))
+                    self.handed += "-h" in response.headers["x-amzn-requestid"]
 
     def since(self, moment: float) -> list[object]:
         return [answer for started, answer in list(self.answers) if started > moment]
@@ -131,6 +133,7 @@ def test_update_under_load_then_a_failed_update_rolls_back(
 
     assert load.failures == [], load.failures[:5]
     assert load.count() > 100
+    assert load.handed > 0  # connection hand-off was in play: its connections moved across the updates
     # one instance left running: the last config's (master + its worker)
     [last_pid] = platform.instance_pids("live")
     poll(lambda: len(platform.descendants()) == 2, 10, "only the last instance left")

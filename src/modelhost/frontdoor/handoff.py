@@ -58,10 +58,21 @@ class Handoff:
 
     def recall(self, endpoint: str | None = None) -> None:
         """Ask the workers of ``endpoint`` (None: of every endpoint) to give their connections back."""
-        for channel in list(self._channels.values()):
+        for name, channel in list(self._channels.items()):
             if endpoint is None or channel.endpoint == endpoint:
-                with contextlib.suppress(OSError):
-                    channel.sock.send(RECALL)
+                self._send_recall(name)
+
+    def _send_recall(self, name: str) -> None:
+        """A recall must arrive (the endpoint may need keys now): a full channel is tried again shortly."""
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        try:
+            channel.sock.send(RECALL)
+        except (BlockingIOError, InterruptedError):
+            self._loop.call_later(0.005, self._send_recall, name)
+        except OSError:
+            self._close(name)
 
     def handed(self) -> dict[str, int]:
         """Connections handed so far, by worker socket (for tests and diagnostics)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -99,18 +100,119 @@ def receive(channel: socket.socket) -> tuple[bytes, int | None]:
     return message, (fds[0] if fds else None)
 
 
-def return_connection(channel: socket.socket, fd: int, data: bytes, times_back: int) -> None:
-    """Give a connection back: its descriptor, then what was read of it, in messages of CHUNK bytes."""
+def returned_messages(data: bytes, times_back: int) -> list[bytes]:
+    """The messages that give a connection back: "R" (to carry its descriptor) with the first bytes
+    read of it, then "B" messages of at most CHUNK bytes with the rest."""
     first, rest = data[:CHUNK], data[CHUNK:]
-    send_with_fd(channel, RETURNED + _RETURN_HEADER.pack(len(rest), min(times_back, 255)) + first, fd)
-    for start in range(0, len(rest), CHUNK):
-        channel.send(MORE + rest[start : start + CHUNK])
+    messages = [RETURNED + _RETURN_HEADER.pack(len(rest), min(times_back, 255)) + first]
+    messages += [MORE + rest[start : start + CHUNK] for start in range(0, len(rest), CHUNK)]
+    return messages
+
+
+class Outbox:
+    """Messages to the front door on one channel, sent in order; what the channel cannot take yet waits.
+
+    A channel holds only a few large messages at a time (4 of CHUNK bytes on Linux), so a connection
+    given back with much already read of it must wait for the front door to read: never block the
+    worker's loop on that, never drop a message (the front door would wait for the rest forever).
+    """
+
+    def __init__(self, channel: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.channel = channel
+        self.broken = False
+        self._loop = loop
+        self._queue: collections.deque[tuple[bytes, int | None]] = collections.deque()
+        self._waiting = False
+
+    def give_back(self, fd: int, data: bytes, times_back: int) -> bool:
+        """Queue a connection (``fd`` is the outbox's to close once sent); False: the channel is broken."""
+        if self.broken:
+            os.close(fd)
+            return False
+        first, *rest = returned_messages(data, times_back)
+        self._queue.append((first, fd))
+        self._queue.extend((message, None) for message in rest)
+        self._flush()
+        return not self.broken
+
+    def _flush(self) -> None:
+        while self._queue:
+            message, fd = self._queue[0]
+            try:
+                if fd is None:
+                    self.channel.send(message)
+                else:
+                    send_with_fd(self.channel, message, fd)
+            except (BlockingIOError, InterruptedError):
+                if not self._waiting:
+                    self._loop.add_writer(self.channel.fileno(), self._flush)
+                    self._waiting = True
+                return
+            except OSError as exc:
+                log.warning("the hand-off channel to the front door broke (%s); closing what it had", exc)
+                self.close()
+                return
+            self._queue.popleft()
+            if fd is not None:
+                os.close(fd)
+        self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        if self._waiting:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(self.channel.fileno())
+            self._waiting = False
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def close(self) -> None:
+        """Close the channel; connections still queued are dropped (the front door is gone)."""
+        self.broken = True
+        self._stop_waiting()
+        while self._queue:
+            _message, fd = self._queue.popleft()
+            if fd is not None:
+                os.close(fd)
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self.channel.fileno())
+        self.channel.close()
 
 
 def parse_returned(message: bytes) -> tuple[int, int, bytes]:
     """(bytes still to come in MORE messages, times back, the first bytes) of a RETURNED message."""
     more, times_back = _RETURN_HEADER.unpack_from(message, 1)
     return more, times_back, message[1 + _RETURN_HEADER.size :]
+
+
+def parse_head(head: bytes, path: bytes) -> tuple[int, bool, list[tuple[bytes, bytes]]] | None:
+    """(content length, keep-alive, headers) of a request a worker serves itself; None: the front door's.
+
+    Only ``POST <path> HTTP/1.1`` with exactly one content-length and none of the headers that need
+    the front door (chunked bodies, ``Expect``, a target variant or model); header names lowercased.
+    """
+    lines = head.split(b"\r\n")
+    if lines[0] != b"POST " + path + b" HTTP/1.1":
+        return None
+    length = -1
+    keep_alive = True
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            return None
+        name = name.lower()
+        value = value.strip(b" \t")
+        if name in _FOREIGN:
+            return None
+        if name == b"content-length":
+            if length >= 0 or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"connection":
+            keep_alive = b"close" not in value.lower()
+        headers.append((name, value))
+    return (length, keep_alive, headers) if length >= 0 else None
 
 
 class HandoffService:
@@ -139,7 +241,7 @@ class HandoffService:
         self.max_payload_bytes = max_payload_bytes
         self.connections: set[HandedConnection] = set()
         self.draining = False
-        self._channels: set[socket.socket] = set()
+        self._outboxes: dict[int, Outbox] = {}  # by the channel's descriptor
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-h"
         self._loop = asyncio.get_running_loop()
@@ -160,39 +262,37 @@ class HandoffService:
         except (BlockingIOError, InterruptedError):
             return
         channel.setblocking(False)
-        self._channels.add(channel)
-        self._loop.add_reader(channel.fileno(), self._on_message, channel)
+        outbox = self._outboxes[channel.fileno()] = Outbox(channel, self._loop)
+        self._loop.add_reader(channel.fileno(), self._on_message, outbox)
 
-    def _on_message(self, channel: socket.socket) -> None:
+    def _on_message(self, outbox: Outbox) -> None:
         try:
-            message, fd = receive(channel)
+            message, fd = receive(outbox.channel)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             message, fd = b"", None
         if not message:
-            self._loop.remove_reader(channel.fileno())
-            self._channels.discard(channel)
-            channel.close()
+            self._outboxes.pop(outbox.channel.fileno(), None)
+            outbox.close()
             return
         kind = message[:1]
         if kind == CONNECTION and fd is not None:
             times_back = message[1] if len(message) > 1 else 0
-            self._adopt(channel, socket.socket(fileno=fd), times_back)
+            self._adopt(outbox, fd, times_back)
         elif kind == RECALL:
             for connection in list(self.connections):
                 connection.leave()
         elif fd is not None:
             os.close(fd)
 
-    def _adopt(self, channel: socket.socket, sock: socket.socket, times_back: int) -> None:
+    def _adopt(self, outbox: Outbox, fd: int, times_back: int) -> None:
         if self.draining:  # too late: straight back
-            with contextlib.suppress(OSError):
-                return_connection(channel, sock.fileno(), b"", times_back)
-            sock.close()
+            outbox.give_back(fd, b"", times_back)
             return
+        sock = socket.socket(fileno=fd)
         task = self._loop.create_task(
-            self._loop.connect_accepted_socket(lambda: HandedConnection(self, channel, times_back), sock)
+            self._loop.connect_accepted_socket(lambda: HandedConnection(self, outbox, times_back), sock)
         )
         task.add_done_callback(_log_failure)
 
@@ -218,11 +318,11 @@ class HandoffService:
             connection.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for channel in list(self._channels):
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(channel.fileno())
-            channel.close()
-        self._channels.clear()
+        while any(outbox.pending() for outbox in self._outboxes.values()) and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)  # connections given back, not all sent yet
+        for outbox in self._outboxes.values():
+            outbox.close()
+        self._outboxes.clear()
 
 
 def _log_failure(task: asyncio.Task[object]) -> None:
@@ -233,9 +333,9 @@ def _log_failure(task: asyncio.Task[object]) -> None:
 class HandedConnection(asyncio.Protocol):
     """One client connection handed to this worker: requests framed here, answered in order."""
 
-    def __init__(self, service: HandoffService, channel: socket.socket, times_back: int) -> None:
+    def __init__(self, service: HandoffService, outbox: Outbox, times_back: int) -> None:
         self._service = service
-        self._channel = channel
+        self._outbox = outbox
         self._times_back = times_back
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -280,7 +380,7 @@ class HandedConnection(asyncio.Protocol):
             else:
                 self._arm_read_deadline()
             return
-        head = self._parse_head(bytes(buffer[:end]))
+        head = parse_head(bytes(buffer[:end]), self._service.path)
         if head is None:
             self._give_back()
             return
@@ -297,31 +397,6 @@ class HandedConnection(asyncio.Protocol):
         self._busy = True
         self.deadline = math.inf
         self._invoke(body, headers, keep_alive)
-
-    def _parse_head(self, head: bytes) -> tuple[int, bool, list[tuple[bytes, bytes]]] | None:
-        """(content length, keep-alive, headers) of a request this worker serves; None: not one."""
-        lines = head.split(b"\r\n")
-        if lines[0] != b"POST " + self._service.path + b" HTTP/1.1":
-            return None
-        length = -1
-        keep_alive = True
-        headers: list[tuple[bytes, bytes]] = []
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
-                return None
-            name = name.lower()
-            value = value.strip(b" \t")
-            if name in _FOREIGN:
-                return None
-            if name == b"content-length":
-                if length >= 0 or not value.isdigit():
-                    return None
-                length = int(value)
-            elif name == b"connection":
-                keep_alive = b"close" not in value.lower()
-            headers.append((name, value))
-        return (length, keep_alive, headers) if length >= 0 else None
 
     def _invoke(self, body: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
         content_type = accept = attributes = None
@@ -378,14 +453,10 @@ class HandedConnection(asyncio.Protocol):
         except OSError:
             self.close()
             return
-        try:
-            return_connection(self._channel, fd, bytes(self._buffer), self._times_back + 1)
-        except OSError as exc:
-            log.warning("cannot give a connection back to the front door (%s); closing it", exc)
+        if not self._outbox.give_back(fd, bytes(self._buffer), self._times_back + 1):
+            log.warning("cannot give a connection back to the front door; closing it")
             self._refuse_or_close()
             return
-        finally:
-            os.close(fd)
         self._closed = True  # ours no more: closing our descriptor leaves the connection open
         self._service.connections.discard(self)
         transport.close()
