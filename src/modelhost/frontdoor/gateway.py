@@ -1,6 +1,7 @@
 """The gateway: the user's routes on the platform's port, in front of functions and endpoints.
 
-    METHOD /path/{param} ─► route match ─► API key (x-api-key) ─► rate limit (token bucket, 429)
+    METHOD /path/{param} ─► route match ─► API key (x-api-key)
+        ─► rate limits (the key's and the route's: both or neither, 429)
         ─► function: an API Gateway proxy event ─► its instance's /invocations (functions/bridge.py)
               ◄─ the handler's value: {statusCode, headers, body} is honoured, anything else is the JSON body
         ─► endpoint: the body as an invocation (FrontDoor.handle)
@@ -30,7 +31,7 @@ import orjson
 from modelhost.control.gateway_resources import Cors, Route, TargetKind
 from modelhost.control.resources import ApiKey
 from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render, render_error
-from modelhost.frontdoor.throttle import Buckets, retry_after
+from modelhost.frontdoor.throttle import Buckets, Demand, retry_after
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment
 from modelhost.runtime.instance import Instance
@@ -241,28 +242,29 @@ class Gateway:
         return key
 
     def _throttle(self, route: Route, key: ApiKey | None) -> None:
-        """The key's own limit (over every route), then the route's (per key when keys are required)."""
+        """The key's own limit (over every route) and the route's: a token from each, or from neither.
+
+        The route's bucket is per key only when the route requires keys; otherwise it is the route's
+        alone, so presenting a key (any key) does not get a caller a bucket of its own.
+        """
+        limits: dict[Demand, str] = {}  # what each bucket's 429 says
         if key is not None and key.rate_per_s is not None and key.burst is not None:
-            wait = self._buckets.take(("key", key.name), key.rate_per_s, key.burst)
-            if wait > 0:
-                raise FrontDoorError(
-                    429,
-                    "TooManyRequestsException",
-                    f"Rate exceeded for API key {key.name}: {key.rate_per_s:g} requests a second, "
-                    f"bursts of {key.burst}.",
-                    headers=[(b"retry-after", str(retry_after(wait)).encode())],
-                )
-        limit = route.rate_limit
-        if limit is None:
+            said = f"API key {key.name}: {key.rate_per_s:g} requests a second, bursts of {key.burst}"
+            limits[Demand(("key", key.name), key.rate_per_s, key.burst)] = said
+        if (limit := route.rate_limit) is not None:
+            per_key = key.name if key is not None and route.api_key_required else None
+            said = f"{route.key}: {limit.rate:g} requests a second, bursts of {limit.burst}"
+            limits[Demand((route.key, per_key), limit.rate, limit.burst)] = said
+        refused = self._buckets.take_all(list(limits)) if limits else None
+        if refused is None:
             return
-        wait = self._buckets.take((route.key, key.name if key else None), limit.rate, limit.burst)
-        if wait > 0:
-            raise FrontDoorError(
-                429,
-                "TooManyRequestsException",
-                f"Rate exceeded for {route.key}: {limit.rate:g} requests a second, bursts of {limit.burst}.",
-                headers=[(b"retry-after", str(retry_after(wait)).encode())],
-            )
+        message = f"Rate exceeded for {limits[refused.demand]}."
+        raise FrontDoorError(
+            429,
+            "TooManyRequestsException",
+            message,
+            headers=[(b"retry-after", str(retry_after(refused.wait_s)).encode())],
+        )
 
     # -- functions ------------------------------------------------------------------------------------
     def _call_function(
