@@ -1,7 +1,7 @@
 """The gateway: the user's routes on the platform's port, in front of functions and endpoints.
 
-    METHOD /path/{param} ─► route match ─► API key (x-api-key)
-        ─► rate limits (the key's and the route's: both or neither, 429)
+    METHOD /path/{param} ─► route match ─► CORS preflight? answered here (no key, no function)
+        ─► API key (x-api-key) ─► rate limits (the key's and the route's: both or neither, 429)
         ─► function: an API Gateway proxy event ─► its instance's /invocations (functions/bridge.py)
               ◄─ the handler's value: {statusCode, headers, body} is honoured, anything else is the JSON body
         ─► endpoint: the body as an invocation (FrontDoor.handle)
@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -111,6 +111,42 @@ class CompiledRoutes:
         return [*found, "OPTIONS"]
 
 
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lowercase, as the protocol gives names), or None."""
+    return next((value for found, value in headers if found == name), None)
+
+
+def is_preflight(method: str, route: Route, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """A browser's CORS preflight for a route with CORS, which the gateway answers itself.
+
+    OPTIONS with Origin and Access-Control-Request-Method, on a route that does not take OPTIONS
+    by name: an ANY route's preflight is not its function's business (nor does it need a key).
+    """
+    return (
+        method == "OPTIONS"
+        and route.cors is not None
+        and route.method != "OPTIONS"
+        and header(headers, b"origin") is not None
+        and header(headers, b"access-control-request-method") is not None
+    )
+
+
+def cors_headers(cors: Cors | None, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+    """What a browser needs to read an answer from a route with ``cors`` for ``origin``; [] if it may not."""
+    if cors is None or origin is None:
+        return []
+    text = origin.decode("latin-1")
+    if not cors.allows(text):
+        return []
+    allowed = "*" if "*" in cors.allow_origins and not cors.allow_credentials else text
+    found = [(b"access-control-allow-origin", allowed.encode("latin-1")), (b"vary", b"Origin")]
+    if cors.expose_headers:
+        found.append((b"access-control-expose-headers", ", ".join(cors.expose_headers).encode("latin-1")))
+    if cors.allow_credentials:
+        found.append((b"access-control-allow-credentials", b"true"))
+    return found
+
+
 class Gateway:
     def __init__(
         self,
@@ -139,13 +175,28 @@ class Gateway:
         methods = self._routes.methods_for(path)
         return methods if len(methods) > 1 else []
 
-    def method_not_allowed(self, method: str, path: str) -> bytes:
+    def method_not_allowed(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+        """The 405 for a path routes take with other methods, readable by a browser its CORS allows."""
         allowed = ", ".join(self.allowed_methods(path))
         request_id = f"{self._id_prefix}{next(self._ids):x}"
+        cors = self._routes.preflight(path)
+        extra = cors_headers(cors.route.cors if cors is not None else None, header(headers, b"origin"))
         error = FrontDoorError(
-            405, "MethodNotAllowed", f"{path} takes {allowed}, not {method}", headers=[(b"allow", allowed.encode())]
+            405,
+            "MethodNotAllowed",
+            f"{path} takes {allowed}, not {method}",
+            headers=[(b"allow", allowed.encode()), *extra],
         )
         return render_error(error, request_id)
+
+    def refusal(
+        self, found: RouteMatch, headers: Sequence[tuple[bytes, bytes]], error: FrontDoorError
+    ) -> FrontDoorError:
+        """``error`` (refused by the protocol, e.g. a 413) with the route's CORS headers, so a browser sees it."""
+        extra = cors_headers(found.route.cors, header(headers, b"origin"))
+        if extra:
+            error.headers = [*(error.headers or []), *extra]
+        return error
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         found = self._routes.match(method, path)
@@ -164,11 +215,11 @@ class Gateway:
     ) -> None:
         request_id = f"{self._id_prefix}{next(self._ids):x}"
         route = found.route
-        origin = next((value for name, value in headers if name == b"origin"), None)
-        if route.cors is not None and origin is not None:
-            respond = _with_cors(respond, route.cors, origin.decode("latin-1"))
+        origin = header(headers, b"origin")
+        if extra := cors_headers(route.cors, origin):
+            respond = _with_headers(respond, extra)
         try:
-            if found.preflight:
+            if found.preflight or is_preflight(method, route, headers):
                 respond(self._preflight(found, url, origin, request_id))
                 return
             key = self._authorize(route, headers)
@@ -212,7 +263,7 @@ class Gateway:
         validator = self._routes.validators.get(route.key)
         if validator is None:
             return
-        content_type = next((value for name, value in headers if name == b"content-type"), b"application/json")
+        content_type = header(headers, b"content-type") or b"application/json"
         media = content_type.split(b";", 1)[0].strip().lower()
         if media != b"application/json" and not media.endswith(b"+json"):
             raise FrontDoorError(
@@ -231,7 +282,7 @@ class Gateway:
             raise FrontDoorError(400, "ValidationError", f"{where}: {error.message}", field=field or None)
 
     def _authorize(self, route: Route, headers: list[tuple[bytes, bytes]]) -> ApiKey | None:
-        presented = next((value for name, value in headers if name == b"x-api-key"), None)
+        presented = header(headers, b"x-api-key")
         if not route.api_key_required:
             return self._keys.key_for(presented) if presented else None
         if not presented:
@@ -355,21 +406,13 @@ class _FunctionCall:
         self.respond(render_error(lost, self.request_id))
 
 
-def _with_cors(respond: Respond, cors: Cors, origin: str) -> Respond:
-    """``respond`` with the CORS headers the browser needs added to whatever the answer is."""
-    if not cors.allows(origin):
-        return respond
-    allowed = "*" if "*" in cors.allow_origins and not cors.allow_credentials else origin
-    lines = [f"access-control-allow-origin: {allowed}", "vary: Origin"]
-    if cors.expose_headers:
-        lines.append(f"access-control-expose-headers: {', '.join(cors.expose_headers)}")
-    if cors.allow_credentials:
-        lines.append("access-control-allow-credentials: true")
-    extra = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+def _with_headers(respond: Respond, extra: list[tuple[bytes, bytes]]) -> Respond:
+    """``respond`` with ``extra`` headers (CORS's) added to whatever the answer is."""
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
 
     def with_headers(data: bytes) -> None:
         end_of_status = data.find(b"\r\n") + 2
-        respond(data[:end_of_status] + extra + data[end_of_status:] if end_of_status > 1 else data)
+        respond(data[:end_of_status] + lines + data[end_of_status:] if end_of_status > 1 else data)
 
     return with_headers
 

@@ -149,7 +149,7 @@ class _GatewayCall(_Invocation):
         self._size += len(chunk)
         limit = self._found.route.max_body_bytes
         if self._size > limit:
-            self._connection.refuse(_too_large(limit))
+            self._connection.refuse(self._gateway.refusal(self._found, self._headers, _too_large(limit)))
             return
         self._chunks.append(chunk)
 
@@ -346,11 +346,11 @@ class FrontDoorProtocol(asyncio.Protocol):
             found := gateway.match(method.decode("latin-1"), path)
         ) is not None:
             if self._content_length > found.route.max_body_bytes:
-                self.refuse(_too_large(found.route.max_body_bytes))
+                self.refuse(gateway.refusal(found, self._headers, _too_large(found.route.max_body_bytes)))
                 return
             job = _GatewayCall(self, gateway, found, method, self._url, self._headers)
         elif gateway is not None and gateway.allowed_methods(path):
-            job = _Answered(self, method, gateway.method_not_allowed(method.decode("latin-1"), path))
+            job = _Answered(self, method, gateway.method_not_allowed(method.decode("latin-1"), path, self._headers))
         else:
             head = [method, b" ", self._url, b" HTTP/1.1\r\n"]
             chunked = False
