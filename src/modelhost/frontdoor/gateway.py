@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
@@ -42,6 +42,7 @@ _TEXT_TYPES = re.compile(rb"^(text/|application/(json|[\w.+-]*\+json|xml|x-www-f
 _DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 _HEADER_TEXT = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class FunctionRuntime(Protocol):
@@ -95,7 +96,7 @@ class CompiledRoutes:
                 return RouteMatch(route, {})
         for _, route_method, pattern, route in self._templates:
             if route_method in (method, "ANY") and (found := pattern.match(path)) is not None:
-                return RouteMatch(route, found.groupdict())
+                return RouteMatch(route, {name: _decoded(value) for name, value in found.groupdict().items()})
         return None
 
     def preflight(self, path: str) -> RouteMatch | None:
@@ -109,6 +110,14 @@ class CompiledRoutes:
     def methods_for(self, path: str) -> list[str]:
         found = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD") if self.match(m, path) is not None]
         return [*found, "OPTIONS"]
+
+
+def _decoded(segment: str) -> str:
+    """A path parameter as API Gateway passes it: percent-decoded (UTF-8); the path itself stays raw.
+
+    The protocol gives the path as latin-1 text of the raw bytes, so that is undone first.
+    """
+    return unquote_to_bytes(segment.encode("latin-1")).decode("utf-8", "replace")
 
 
 def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -212,7 +221,12 @@ class Gateway:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         respond: Respond,
+        *,
+        names: Sequence[bytes] = (),
+        source_ip: str = "",
     ) -> None:
+        """One request for a route. ``headers`` have lowercase names (the gateway looks them up so);
+        ``names`` are those names as the client sent them, for the event; ``source_ip`` is the peer's."""
         request_id = f"{self._id_prefix}{next(self._ids):x}"
         route = found.route
         origin = header(headers, b"origin")
@@ -240,6 +254,8 @@ class Gateway:
                 request_id=request_id,
                 key=key,
                 respond=respond,
+                names=names,
+                source_ip=source_ip,
             )
         except FrontDoorError as exc:
             respond(render_error(exc, request_id))
@@ -329,6 +345,8 @@ class Gateway:
         request_id: str,
         key: ApiKey | None,
         respond: Respond,
+        names: Sequence[bytes],
+        source_ip: str,
     ) -> None:
         name = found.route.target
         deployment = self._functions.route(name)
@@ -340,7 +358,17 @@ class Gateway:
                 f"Function {name} is {state or 'not running'}; it has no instance to call."
                 + (" Retry shortly." if state in (None, "Pending") else f" See `modelhost function logs {name}`."),
             )
-        event = proxy_event(found, method=method, url=url, headers=headers, body=body, request_id=request_id, key=key)
+        event = proxy_event(
+            found,
+            method=method,
+            url=url,
+            headers=headers,
+            body=body,
+            request_id=request_id,
+            key=key,
+            names=names,
+            source_ip=source_ip,
+        )
         request = encode_request(
             b"POST",
             b"/invocations",
@@ -427,19 +455,18 @@ def proxy_event(
     body: bytes,
     request_id: str,
     key: ApiKey | None,
+    names: Sequence[bytes] = (),
+    source_ip: str = "",
 ) -> dict[str, Any]:
-    """API Gateway's Lambda proxy event (payload format 1.0), as the seeds' handlers read it."""
+    """API Gateway's Lambda proxy event (REST API, payload format 1.0), as the seeds' handlers read it.
+
+    ``path`` stays percent-encoded, as REST APIs pass it; path parameters and the query are decoded.
+    Headers keep the names the client sent (``names``, one for each of ``headers``; lowercase if none).
+    """
     path_bytes, _, query_bytes = url.partition(b"?")
     path = path_bytes.decode("utf-8", "replace")
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    content_type = b""
-    for name, value in headers:
-        text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
-        single[text_name] = text_value
-        multi.setdefault(text_name, []).append(text_value)
-        if name == b"content-type":
-            content_type = value.lower()
+    single, multi = event_headers(headers, names)
+    content_type = (header(headers, b"content-type") or b"").lower()
     query_single: dict[str, str] = {}
     query_multi: dict[str, list[str]] = {}
     for field, text in parse_qsl(query_bytes.decode("utf-8", "replace"), keep_blank_values=True):
@@ -455,6 +482,9 @@ def proxy_event(
         if text_body is None:
             text_body, encoded = base64.b64encode(body).decode(), True
     route = found.route
+    now = time.time()
+    user_agent = header(headers, b"user-agent")
+    host = header(headers, b"host")
     return {
         "resource": route.path,
         "path": path,
@@ -466,17 +496,74 @@ def proxy_event(
         "pathParameters": found.parameters or None,
         "stageVariables": None,
         "requestContext": {
+            "accountId": "000000000000",  # the account of the functions' ARNs (bridge.py)
+            "apiId": "modelhost",
+            "domainName": host.decode("latin-1") if host is not None else None,
             "requestId": request_id,
+            "extendedRequestId": request_id,
             "resourcePath": route.path,
             "httpMethod": method,
             "path": path,
             "stage": "$default",
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"apiKey": key.key_prefix + "…" if key else None, "apiKeyId": key.name if key else None},
+            "requestTime": _request_time(now),
+            "requestTimeEpoch": int(now * 1000),
+            "identity": _identity(source_ip, user_agent, key),
         },
         "body": text_body,
         "isBase64Encoded": encoded,
     }
+
+
+def event_headers(
+    headers: Sequence[tuple[bytes, bytes]], names: Sequence[bytes] = ()
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``headers`` and ``multiValueHeaders`` under the names the client sent (API Gateway keeps their case).
+
+    One header sent in two spellings is one entry, under the first; ``headers`` has its last value.
+    """
+    spelled: dict[bytes, str] = {}
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    sent = names if names else [name for name, _ in headers]
+    for (name, value), as_sent in zip(headers, sent, strict=True):
+        text_name = spelled.get(name)
+        if text_name is None:
+            text_name = spelled[name] = as_sent.decode("latin-1")
+        text_value = value.decode("latin-1")
+        single[text_name] = text_value
+        multi.setdefault(text_name, []).append(text_value)
+    return single, multi
+
+
+def _identity(source_ip: str, user_agent: bytes | None, key: ApiKey | None) -> dict[str, str | None]:
+    """``requestContext.identity`` of a REST API event: the caller's address, agent and API key.
+
+    The key itself is not passed on (only its prefix), so a handler's log cannot leak it.
+    """
+    return {
+        "cognitoIdentityPoolId": None,
+        "accountId": None,
+        "cognitoIdentityId": None,
+        "caller": None,
+        "sourceIp": source_ip or None,
+        "principalOrgId": None,
+        "accessKey": None,
+        "cognitoAuthenticationType": None,
+        "cognitoAuthenticationProvider": None,
+        "userArn": None,
+        "userAgent": user_agent.decode("latin-1") if user_agent is not None else None,
+        "user": None,
+        "apiKey": key.key_prefix + "…" if key else None,
+        "apiKeyId": key.name if key else None,
+        "clientCert": None,
+    }
+
+
+def _request_time(epoch_s: float) -> str:
+    """``requestTime`` as API Gateway writes it (CLF, UTC: 04/Dec/2026:02:41:19 +0000), whatever the locale."""
+    moment = time.gmtime(epoch_s)
+    clock = time.strftime("%H:%M:%S", moment)
+    return f"{moment.tm_mday:02d}/{_MONTHS[moment.tm_mon - 1]}/{moment.tm_year}:{clock} +0000"
 
 
 def function_response(name: str, response: UpstreamResponse, request_id: str) -> bytes:
