@@ -12,7 +12,8 @@ import pytest
 
 from modelhost.control.gateway_resources import Route, TargetKind
 from modelhost.control.resources import ApiKey
-from modelhost.frontdoor.gateway import CompiledRoutes, RouteMatch, event_headers, proxy_event
+from modelhost.frontdoor.gateway import CompiledRoutes, RouteMatch
+from modelhost.frontdoor.lambda_proxy import event_headers, proxy_event
 from modelhost.functions.bridge import LambdaContext
 
 ITEMS = Route("ANY", "/v1/items/{id}", TargetKind.FUNCTION, "fn")
