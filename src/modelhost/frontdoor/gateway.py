@@ -1,7 +1,9 @@
 """The gateway: the user's routes on the platform's port, in front of functions and endpoints.
 
-    METHOD /path/{param} ─► route match ─► API key (x-api-key) ─► rate limit (token bucket, 429)
-        ─► function: an API Gateway proxy event ─► its instance's /invocations (functions/bridge.py)
+    METHOD /path/{param} ─► route match ─► CORS preflight? answered here (no key, no function)
+        ─► API key (x-api-key) ─► rate limits (the key's and the route's: both or neither, 429)
+        ─► function: an API Gateway proxy event (lambda_proxy.py) ─► its instance's /invocations
+              (functions/bridge.py)
               ◄─ the handler's value: {statusCode, headers, body} is honoured, anything else is the JSON body
         ─► endpoint: the body as an invocation (FrontDoor.handle)
 
@@ -13,34 +15,29 @@ worker is recycled. Like the invocation path, everything here is callbacks on th
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from modelhost.control.gateway_resources import Cors, Route, TargetKind
 from modelhost.control.resources import ApiKey
+from modelhost.frontdoor.lambda_proxy import function_response, header, proxy_event
 from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render, render_error
-from modelhost.frontdoor.throttle import Buckets, retry_after
+from modelhost.frontdoor.throttle import Buckets, Demand, retry_after
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment
 from modelhost.runtime.instance import Instance
 
 log = logging.getLogger("modelhost.gateway")
-
-_TEXT_TYPES = re.compile(rb"^(text/|application/(json|[\w.+-]*\+json|xml|x-www-form-urlencoded|javascript))")
-_DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
-_HEADER_TEXT = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class FunctionRuntime(Protocol):
@@ -94,7 +91,7 @@ class CompiledRoutes:
                 return RouteMatch(route, {})
         for _, route_method, pattern, route in self._templates:
             if route_method in (method, "ANY") and (found := pattern.match(path)) is not None:
-                return RouteMatch(route, found.groupdict())
+                return RouteMatch(route, {name: _decoded(value) for name, value in found.groupdict().items()})
         return None
 
     def preflight(self, path: str) -> RouteMatch | None:
@@ -108,6 +105,45 @@ class CompiledRoutes:
     def methods_for(self, path: str) -> list[str]:
         found = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD") if self.match(m, path) is not None]
         return [*found, "OPTIONS"]
+
+
+def _decoded(segment: str) -> str:
+    """A path parameter as API Gateway passes it: percent-decoded (UTF-8); the path itself stays raw.
+
+    The protocol gives the path as latin-1 text of the raw bytes, so that is undone first.
+    """
+    return unquote_to_bytes(segment.encode("latin-1")).decode("utf-8", "replace")
+
+
+def is_preflight(method: str, route: Route, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """A browser's CORS preflight for a route with CORS, which the gateway answers itself.
+
+    OPTIONS with Origin and Access-Control-Request-Method, on a route that does not take OPTIONS
+    by name: an ANY route's preflight is not its function's business (nor does it need a key).
+    """
+    return (
+        method == "OPTIONS"
+        and route.cors is not None
+        and route.method != "OPTIONS"
+        and header(headers, b"origin") is not None
+        and header(headers, b"access-control-request-method") is not None
+    )
+
+
+def cors_headers(cors: Cors | None, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+    """What a browser needs to read an answer from a route with ``cors`` for ``origin``; [] if it may not."""
+    if cors is None or origin is None:
+        return []
+    text = origin.decode("latin-1")
+    if not cors.allows(text):
+        return []
+    allowed = "*" if "*" in cors.allow_origins and not cors.allow_credentials else text
+    found = [(b"access-control-allow-origin", allowed.encode("latin-1")), (b"vary", b"Origin")]
+    if cors.expose_headers:
+        found.append((b"access-control-expose-headers", ", ".join(cors.expose_headers).encode("latin-1")))
+    if cors.allow_credentials:
+        found.append((b"access-control-allow-credentials", b"true"))
+    return found
 
 
 class Gateway:
@@ -138,13 +174,28 @@ class Gateway:
         methods = self._routes.methods_for(path)
         return methods if len(methods) > 1 else []
 
-    def method_not_allowed(self, method: str, path: str) -> bytes:
+    def method_not_allowed(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+        """The 405 for a path routes take with other methods, readable by a browser its CORS allows."""
         allowed = ", ".join(self.allowed_methods(path))
         request_id = f"{self._id_prefix}{next(self._ids):x}"
+        cors = self._routes.preflight(path)
+        extra = cors_headers(cors.route.cors if cors is not None else None, header(headers, b"origin"))
         error = FrontDoorError(
-            405, "MethodNotAllowed", f"{path} takes {allowed}, not {method}", headers=[(b"allow", allowed.encode())]
+            405,
+            "MethodNotAllowed",
+            f"{path} takes {allowed}, not {method}",
+            headers=[(b"allow", allowed.encode()), *extra],
         )
         return render_error(error, request_id)
+
+    def refusal(
+        self, found: RouteMatch, headers: Sequence[tuple[bytes, bytes]], error: FrontDoorError
+    ) -> FrontDoorError:
+        """``error`` (refused by the protocol, e.g. a 413) with the route's CORS headers, so a browser sees it."""
+        extra = cors_headers(found.route.cors, header(headers, b"origin"))
+        if extra:
+            error.headers = [*(error.headers or []), *extra]
+        return error
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         found = self._routes.match(method, path)
@@ -160,14 +211,19 @@ class Gateway:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         respond: Respond,
+        *,
+        names: Sequence[bytes] = (),
+        source_ip: str = "",
     ) -> None:
+        """One request for a route. ``headers`` have lowercase names (the gateway looks them up so);
+        ``names`` are those names as the client sent them, for the event; ``source_ip`` is the peer's."""
         request_id = f"{self._id_prefix}{next(self._ids):x}"
         route = found.route
-        origin = next((value for name, value in headers if name == b"origin"), None)
-        if route.cors is not None and origin is not None:
-            respond = _with_cors(respond, route.cors, origin.decode("latin-1"))
+        origin = header(headers, b"origin")
+        if extra := cors_headers(route.cors, origin):
+            respond = _with_headers(respond, extra)
         try:
-            if found.preflight:
+            if found.preflight or is_preflight(method, route, headers):
                 respond(self._preflight(found, url, origin, request_id))
                 return
             key = self._authorize(route, headers)
@@ -188,6 +244,8 @@ class Gateway:
                 request_id=request_id,
                 key=key,
                 respond=respond,
+                names=names,
+                source_ip=source_ip,
             )
         except FrontDoorError as exc:
             respond(render_error(exc, request_id))
@@ -211,7 +269,7 @@ class Gateway:
         validator = self._routes.validators.get(route.key)
         if validator is None:
             return
-        content_type = next((value for name, value in headers if name == b"content-type"), b"application/json")
+        content_type = header(headers, b"content-type") or b"application/json"
         media = content_type.split(b";", 1)[0].strip().lower()
         if media != b"application/json" and not media.endswith(b"+json"):
             raise FrontDoorError(
@@ -230,7 +288,7 @@ class Gateway:
             raise FrontDoorError(400, "ValidationError", f"{where}: {error.message}", field=field or None)
 
     def _authorize(self, route: Route, headers: list[tuple[bytes, bytes]]) -> ApiKey | None:
-        presented = next((value for name, value in headers if name == b"x-api-key"), None)
+        presented = header(headers, b"x-api-key")
         if not route.api_key_required:
             return self._keys.key_for(presented) if presented else None
         if not presented:
@@ -241,28 +299,29 @@ class Gateway:
         return key
 
     def _throttle(self, route: Route, key: ApiKey | None) -> None:
-        """The key's own limit (over every route), then the route's (per key when keys are required)."""
+        """The key's own limit (over every route) and the route's: a token from each, or from neither.
+
+        The route's bucket is per key only when the route requires keys; otherwise it is the route's
+        alone, so presenting a key (any key) does not get a caller a bucket of its own.
+        """
+        limits: dict[Demand, str] = {}  # what each bucket's 429 says
         if key is not None and key.rate_per_s is not None and key.burst is not None:
-            wait = self._buckets.take(("key", key.name), key.rate_per_s, key.burst)
-            if wait > 0:
-                raise FrontDoorError(
-                    429,
-                    "TooManyRequestsException",
-                    f"Rate exceeded for API key {key.name}: {key.rate_per_s:g} requests a second, "
-                    f"bursts of {key.burst}.",
-                    headers=[(b"retry-after", str(retry_after(wait)).encode())],
-                )
-        limit = route.rate_limit
-        if limit is None:
+            said = f"API key {key.name}: {key.rate_per_s:g} requests a second, bursts of {key.burst}"
+            limits[Demand(("key", key.name), key.rate_per_s, key.burst)] = said
+        if (limit := route.rate_limit) is not None:
+            per_key = key.name if key is not None and route.api_key_required else None
+            said = f"{route.key}: {limit.rate:g} requests a second, bursts of {limit.burst}"
+            limits[Demand((route.key, per_key), limit.rate, limit.burst)] = said
+        refused = self._buckets.take_all(list(limits)) if limits else None
+        if refused is None:
             return
-        wait = self._buckets.take((route.key, key.name if key else None), limit.rate, limit.burst)
-        if wait > 0:
-            raise FrontDoorError(
-                429,
-                "TooManyRequestsException",
-                f"Rate exceeded for {route.key}: {limit.rate:g} requests a second, bursts of {limit.burst}.",
-                headers=[(b"retry-after", str(retry_after(wait)).encode())],
-            )
+        message = f"Rate exceeded for {limits[refused.demand]}."
+        raise FrontDoorError(
+            429,
+            "TooManyRequestsException",
+            message,
+            headers=[(b"retry-after", str(retry_after(refused.wait_s)).encode())],
+        )
 
     # -- functions ------------------------------------------------------------------------------------
     def _call_function(
@@ -276,6 +335,8 @@ class Gateway:
         request_id: str,
         key: ApiKey | None,
         respond: Respond,
+        names: Sequence[bytes],
+        source_ip: str,
     ) -> None:
         name = found.route.target
         deployment = self._functions.route(name)
@@ -287,7 +348,17 @@ class Gateway:
                 f"Function {name} is {state or 'not running'}; it has no instance to call."
                 + (" Retry shortly." if state in (None, "Pending") else f" See `modelhost function logs {name}`."),
             )
-        event = proxy_event(found, method=method, url=url, headers=headers, body=body, request_id=request_id, key=key)
+        event = proxy_event(
+            found,
+            method=method,
+            url=url,
+            headers=headers,
+            body=body,
+            request_id=request_id,
+            key=key,
+            names=names,
+            source_ip=source_ip,
+        )
         request = encode_request(
             b"POST",
             b"/invocations",
@@ -353,143 +424,12 @@ class _FunctionCall:
         self.respond(render_error(lost, self.request_id))
 
 
-def _with_cors(respond: Respond, cors: Cors, origin: str) -> Respond:
-    """``respond`` with the CORS headers the browser needs added to whatever the answer is."""
-    if not cors.allows(origin):
-        return respond
-    allowed = "*" if "*" in cors.allow_origins and not cors.allow_credentials else origin
-    lines = [f"access-control-allow-origin: {allowed}", "vary: Origin"]
-    if cors.expose_headers:
-        lines.append(f"access-control-expose-headers: {', '.join(cors.expose_headers)}")
-    if cors.allow_credentials:
-        lines.append("access-control-allow-credentials: true")
-    extra = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+def _with_headers(respond: Respond, extra: list[tuple[bytes, bytes]]) -> Respond:
+    """``respond`` with ``extra`` headers (CORS's) added to whatever the answer is."""
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
 
     def with_headers(data: bytes) -> None:
         end_of_status = data.find(b"\r\n") + 2
-        respond(data[:end_of_status] + extra + data[end_of_status:] if end_of_status > 1 else data)
+        respond(data[:end_of_status] + lines + data[end_of_status:] if end_of_status > 1 else data)
 
     return with_headers
-
-
-# -- the event and the answer --------------------------------------------------------------------------
-def proxy_event(
-    found: RouteMatch,
-    *,
-    method: str,
-    url: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    request_id: str,
-    key: ApiKey | None,
-) -> dict[str, Any]:
-    """API Gateway's Lambda proxy event (payload format 1.0), as the seeds' handlers read it."""
-    path_bytes, _, query_bytes = url.partition(b"?")
-    path = path_bytes.decode("utf-8", "replace")
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    content_type = b""
-    for name, value in headers:
-        text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
-        single[text_name] = text_value
-        multi.setdefault(text_name, []).append(text_value)
-        if name == b"content-type":
-            content_type = value.lower()
-    query_single: dict[str, str] = {}
-    query_multi: dict[str, list[str]] = {}
-    for field, text in parse_qsl(query_bytes.decode("utf-8", "replace"), keep_blank_values=True):
-        query_single[field] = text
-        query_multi.setdefault(field, []).append(text)
-    encoded = False
-    text_body: str | None = None
-    if body:
-        try:
-            text_body = body.decode("utf-8") if (not content_type or _TEXT_TYPES.match(content_type)) else None
-        except UnicodeDecodeError:
-            text_body = None
-        if text_body is None:
-            text_body, encoded = base64.b64encode(body).decode(), True
-    route = found.route
-    return {
-        "resource": route.path,
-        "path": path,
-        "httpMethod": method,
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": query_single or None,
-        "multiValueQueryStringParameters": query_multi or None,
-        "pathParameters": found.parameters or None,
-        "stageVariables": None,
-        "requestContext": {
-            "requestId": request_id,
-            "resourcePath": route.path,
-            "httpMethod": method,
-            "path": path,
-            "stage": "$default",
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"apiKey": key.key_prefix + "…" if key else None, "apiKeyId": key.name if key else None},
-        },
-        "body": text_body,
-        "isBase64Encoded": encoded,
-    }
-
-
-def function_response(name: str, response: UpstreamResponse, request_id: str) -> bytes:
-    """The instance's answer as the client's: a proxy response honoured, any other value as JSON."""
-    if response.status == 504:
-        raise FrontDoorError(504, "FunctionTimeout", f"Function {name} did not answer within its timeout.")
-    if response.status >= 400:
-        message = _message_of(response.body)
-        if response.status == 503:
-            raise FrontDoorError(503, "ServiceUnavailable", f"Function {name} is not ready: {message}")
-        raise FrontDoorError(502, "FunctionError", f"Function {name} raised {message}")
-    try:
-        value = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        raise FrontDoorError(502, "FunctionError", f"Function {name} answered with something not JSON") from None
-    request_header = (b"x-amzn-requestid", request_id.encode())
-    if not (isinstance(value, dict) and "statusCode" in value):
-        return render(200, [(b"content-type", b"application/json"), request_header], response.body)
-    return _proxy_response(name, value, request_header)
-
-
-def _proxy_response(name: str, value: dict[str, Any], request_header: tuple[bytes, bytes]) -> bytes:
-    status = value.get("statusCode")
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        raise FrontDoorError(502, "FunctionError", f"Function {name} returned statusCode {status!r}: not 100-599")
-    headers: list[tuple[bytes, bytes]] = []
-    given = [(k, v) for k, v in (value.get("headers") or {}).items()]
-    for k, values in (value.get("multiValueHeaders") or {}).items():
-        given += [(k, v) for v in (values if isinstance(values, list) else [values])]
-    for header, header_value in given:
-        text = str(header_value) if not isinstance(header_value, str) else header_value
-        if not isinstance(header, str) or not _TOKEN.fullmatch(header) or not _HEADER_TEXT.fullmatch(text):
-            raise FrontDoorError(502, "FunctionError", f"Function {name} returned a malformed header {header!r}")
-        if header.lower() not in _DROPPED_RESPONSE_HEADERS:
-            headers.append((header.lower().encode(), text.encode("latin-1", "replace")))
-    body_value = value.get("body")
-    if body_value is None:
-        body = b""
-    elif not isinstance(body_value, str):
-        raise FrontDoorError(502, "FunctionError", f"Function {name} returned a body that is not a string")
-    elif value.get("isBase64Encoded"):
-        try:
-            body = base64.b64decode(body_value, validate=True)
-        except ValueError:
-            raise FrontDoorError(502, "FunctionError", f"Function {name} returned a body that is not base64") from None
-    else:
-        body = body_value.encode()
-    if body and not any(k == b"content-type" for k, _ in headers):
-        headers.append((b"content-type", b"application/json"))
-    headers.append(request_header)
-    return render(status, headers, body)
-
-
-def _message_of(body: bytes) -> str:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", "replace")[:500]
-    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-        return str(parsed["message"])
-    return body.decode("utf-8", "replace")[:500]

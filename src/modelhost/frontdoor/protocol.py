@@ -141,15 +141,16 @@ class _GatewayCall(_Invocation):
         method: bytes,
         url: bytes,
         headers: list[tuple[bytes, bytes]],
+        names: list[bytes],
     ) -> None:
         super().__init__(connection, method, "", headers)
-        self._gateway, self._found, self._url = gateway, found, url
+        self._gateway, self._found, self._url, self._names = gateway, found, url, names
 
     def feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
         limit = self._found.route.max_body_bytes
         if self._size > limit:
-            self._connection.refuse(_too_large(limit))
+            self._connection.refuse(self._gateway.refusal(self._found, self._headers, _too_large(limit)))
             return
         self._chunks.append(chunk)
 
@@ -157,7 +158,10 @@ class _GatewayCall(_Invocation):
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks = []
         method = self._method.decode("latin-1")
-        self._gateway.handle(self._found, method, self._url, self._headers, body, self._respond)
+        source_ip = self._connection.peer_ip()
+        self._gateway.handle(
+            self._found, method, self._url, self._headers, body, self._respond, names=self._names, source_ip=source_ip
+        )
 
 
 class _Relay(_Job, asyncio.Protocol):
@@ -269,6 +273,7 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._reading: _Job | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._names: list[bytes] = []  # the header names as sent (the gateway's events keep their case)
         self._expect_continue = False
         self._content_length = -1  # of the request being read; -1: not said
         self.deadline = math.inf  # loop time; the server's sweep acts on it (no timer per request)
@@ -306,6 +311,11 @@ class FrontDoorProtocol(asyncio.Protocol):
             if isinstance(job, _Relay):
                 job.abort()
 
+    def peer_ip(self) -> str:
+        """The client's address (the gateway's ``sourceIp``); "" where the socket has none."""
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
     def pause_writing(self) -> None:
         pass  # responses are bounded (one body per request); relays check the buffer themselves
 
@@ -316,6 +326,7 @@ class FrontDoorProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._names = []
         self._expect_continue = False
         self._content_length = -1
         self._arm(self.settings.read_timeout_s)
@@ -324,13 +335,14 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
+        sent, name = name, name.lower()
         if name == b"content-length":
             self._content_length = int(value) if value.isdigit() else -1
         if name == b"expect":
             self._expect_continue = value.lower() == b"100-continue"
             return  # answered here; not passed on
         self._headers.append((name, value))
+        self._names.append(sent)
 
     def on_headers_complete(self) -> None:
         method = self._parser.get_method()
@@ -346,11 +358,11 @@ class FrontDoorProtocol(asyncio.Protocol):
             found := gateway.match(method.decode("latin-1"), path)
         ) is not None:
             if self._content_length > found.route.max_body_bytes:
-                self.refuse(_too_large(found.route.max_body_bytes))
+                self.refuse(gateway.refusal(found, self._headers, _too_large(found.route.max_body_bytes)))
                 return
-            job = _GatewayCall(self, gateway, found, method, self._url, self._headers)
+            job = _GatewayCall(self, gateway, found, method, self._url, self._headers, self._names)
         elif gateway is not None and gateway.allowed_methods(path):
-            job = _Answered(self, method, gateway.method_not_allowed(method.decode("latin-1"), path))
+            job = _Answered(self, method, gateway.method_not_allowed(method.decode("latin-1"), path, self._headers))
         else:
             head = [method, b" ", self._url, b" HTTP/1.1\r\n"]
             chunked = False

@@ -31,8 +31,21 @@ from urllib.parse import unquote, urlparse
 ARTIFACTS_DIR_ENV = "MODELHOST_FUNCTION_ARTIFACTS_DIR"
 
 
+class CognitoIdentity:
+    """``context.identity`` as Lambda gives it to a call that is not from a Cognito-signed mobile app:
+    an object whose two ids are None (so ``context.identity.cognito_identity_id`` reads, as there)."""
+
+    def __init__(self) -> None:
+        self.cognito_identity_id: str | None = None
+        self.cognito_identity_pool_id: str | None = None
+
+
 class LambdaContext:
-    """What AWS Lambda passes as ``context``: the request id, names, limits and the time left."""
+    """What AWS Lambda passes as ``context``: the request id, names, limits and the time left.
+
+    ``identity`` and ``client_context`` are there as in Lambda for a call through API Gateway: an
+    identity with no Cognito ids, and no client context (only the mobile SDKs send one).
+    """
 
     def __init__(self, request_id: str, function_name: str, memory_mb: int, timeout_s: float) -> None:
         self.aws_request_id = request_id
@@ -42,6 +55,8 @@ class LambdaContext:
         self.memory_limit_in_mb = memory_mb
         self.log_group_name = f"/modelhost/functions/{function_name}"
         self.log_stream_name = f"{os.getpid()}"
+        self.identity = CognitoIdentity()
+        self.client_context: Any = None
         self._deadline = time.monotonic() + timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
