@@ -179,6 +179,22 @@ class GatewayController:
 
     # -- routes -------------------------------------------------------------------------------------
     async def create_route(self, route: Route) -> Route:
+        await self._check_target(route)
+        await self._check_overlap(route)
+        created = await self._db(self.store.create_route, route)
+        await self._publish()
+        return created
+
+    async def replace_route(self, route: Route) -> Route:
+        """New settings or target for route METHOD PATH; the gateway takes them at once."""
+        await self._db(self.store.get_route, route.method, route.path)
+        await self._check_target(route)
+        await self._check_overlap(route)
+        replaced = await self._db(self.store.replace_route, route)
+        await self._publish()
+        return replaced
+
+    async def _check_target(self, route: Route) -> None:
         if route.target_kind is TargetKind.FUNCTION:
             try:
                 await self.describe_function(route.target)
@@ -189,10 +205,6 @@ class GatewayController:
                 await self._hosting.describe_endpoint(route.target)
             except ResourceNotFound as exc:
                 raise ValidationFailed(f"Target: there is no endpoint {route.target!r}") from exc
-        await self._check_overlap(route)
-        created = await self._db(self.store.create_route, route)
-        await self._publish()
-        return created
 
     async def _check_overlap(self, route: Route) -> None:
         """Two routes may not match the same requests the same way (ambiguous templates)."""
