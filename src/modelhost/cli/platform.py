@@ -371,11 +371,11 @@ def apikey_list(url: str | None) -> None:
         _fail(exc)
     table = Table(
         Column("name", no_wrap=True),  # whole: it is what `apikey revoke` takes
-        "key starts",
+        Column("key starts", no_wrap=True, min_width=9),  # whole: how a person recognises the key
         Column("access key id", no_wrap=True, min_width=20),  # whole: it is AWS_ACCESS_KEY_ID
-        "endpoints",
-        "rate",
-        "created",
+        Column("endpoints", overflow="fold"),  # on narrow terminals these wrap, never cut
+        Column("rate", overflow="fold"),
+        Column("created", overflow="fold"),
     )
     for key in keys:
         scope = ", ".join(key["endpoints"]) if key["endpoints"] is not None else "all"
