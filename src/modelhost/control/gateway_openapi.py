@@ -140,6 +140,7 @@ def _operations(routes: list[Route]) -> dict[tuple[str, str], Route]:
 
 
 def routes_document(routes: list[Route]) -> dict[str, Any]:
+    """The document of ``routes``: the same routes give the same document, whatever their order."""
     operations = _operations(routes)
     ids = operation_ids(list(operations))
     paths: dict[str, dict[str, Any]] = {}
