@@ -41,6 +41,14 @@ CHURN_SCHEMA = {
     },
     "additionalProperties": {"type": "string", "pattern": "^-?[0-9.]+$|^[0-9]{3}-[0-9]{4}$"},
 }
+CHURN_ANSWER = {
+    "type": "object",
+    "required": ["churn", "score"],
+    "properties": {
+        "churn": {"enum": ["True", "False"], "description": "score > THRESHOLD (0.39, the seed's)"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
 
 
 def train() -> None:
@@ -77,16 +85,20 @@ def deploy(client: Client) -> str:
     wanted = [
         ("POST", "/v1/churn", {"function": "churn-api", "api_key_required": True, "rate": "50/s", "burst": 100,
                                "request_schema": CHURN_SCHEMA, "example": example,
+                               "response_schema": CHURN_ANSWER, "response_example": {"churn": "True", "score": 0.8731},
                                "summary": "Will this customer churn? (the seed's Lambda + XGBoost)"}),
         ("POST", "/v1/sentiment", {"endpoint": "sentiment", "example": ["what a great day"],
-                                   "summary": "Sentiment of each text"}),
+                                   "response_example": ["positive"], "summary": "Sentiment of each text"}),
         ("POST", "/v1/ner", {"endpoint": "ner", "example": ["card payment to SPOTIFY"],
                              "summary": "Merchant names in statement lines"}),
     ]  # fmt: skip
     for method, path, settings in wanted:
-        if (method, path) not in routes:
+        if (method, path) in routes:  # made by an earlier run: brought to what this run says
+            client.update_route(method, path, **settings)
+            print(f"route {method} {path}: updated")
+        else:
             client.create_route(method, path, **settings)
-        print(f"route {method} {path}")
+            print(f"route {method} {path}: created")
     existing = {k["name"] for k in client.list_api_keys()}
     if "chain-example" in existing:
         client.revoke_api_key("chain-example")

@@ -350,15 +350,20 @@ class Client:
         """``settings``: function or endpoint (the target), api_key_required, rate ("50/s"), burst, max_body_bytes."""
         return dict(self._json("POST", "/api/v1/routes", json={"method": method, "path": path, **settings}))
 
+    def update_route(self, method: str, path: str, **settings: Any) -> dict[str, Any]:
+        """Replace route METHOD PATH's target and settings (those left out go back to their defaults)."""
+        return dict(self._json("PUT", "/api/v1/routes", json={"method": method, "path": path, **settings}))
+
     def list_routes(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/api/v1/routes")["routes"])
 
     def delete_route(self, method: str, path: str) -> None:
         self._call("DELETE", "/api/v1/routes", params={"method": method, "path": path})
 
-    def usage(self) -> list[dict[str, Any]]:
-        """Calls per API key and route since the platform started."""
-        return list(self._json("GET", "/api/v1/usage")["usage"])
+    def usage(self, api_key: str | None = None) -> list[dict[str, Any]]:
+        """Calls through the gateway's routes per API key, route and day (UTC); ``api_key``: one key's."""
+        params = {"api_key": api_key} if api_key is not None else None
+        return list(self._json("GET", "/api/v1/usage", params=params)["usage"])
 
     # -- invoke -------------------------------------------------------------------------------------------
     def invoke(

@@ -2,16 +2,21 @@
 
 It trains the churn model (XGBoost + fitted transformers) and the NER model, deploys three
 endpoints, the churn function (the seed's Lambda code) and three routes, calls them over HTTP,
-then ``--clean`` removes all of it.
+checks the function's 0.39 threshold against the endpoint's raw scores, runs again (which updates
+what it made), then ``--clean`` removes all of it.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
@@ -21,6 +26,8 @@ from tests.platform.conftest import Platform
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chain.py"
+FUNCTION = EXAMPLE.parent / "churn" / "function" / "app.py"
+THRESHOLD = 0.39  # the seed's, which the example gives its function as $THRESHOLD
 
 
 def run_example(platform: Platform, build: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -29,6 +36,54 @@ def run_example(platform: Platform, build: Path, *args: str) -> subprocess.Compl
     return subprocess.run(
         [sys.executable, str(EXAMPLE), *args], env=env, capture_output=True, text=True, timeout=240, check=False
     )
+
+
+def churn_function(build: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The example's function code itself (its process_data), loaded with the artifact the example trained."""
+    monkeypatch.setenv("ENDPOINT_NAME", "churn")
+    monkeypatch.setenv("MODELHOST_FUNCTION_ARTIFACTS_DIR", str(build / "churn"))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    spec = importlib.util.spec_from_file_location("chain_churn_function", FUNCTION)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def customers() -> list[dict[str, str]]:
+    """Customers from calm to very likely to churn: the drivers the model learned, on a grid."""
+    template = json.loads((EXAMPLE.parent / "churn" / "request.json").read_text())  # the columns' order
+    grid = itertools.product(range(7), [x / 2 for x in range(0, 33)], ["no", "yes"])
+    return [
+        {**template, "CustServ Calls": str(calls), "Day Mins": str(minutes), "Int'l Plan": plan}
+        for calls, minutes, plan in grid
+    ]
+
+
+def assert_the_threshold_is_the_seeds(platform: Platform, build: Path, key: str) -> None:
+    """The function answers "True" exactly when the endpoint's raw score is over 0.39: rows on both sides,
+    the nearest ones to the threshold included, scored once by the endpoint directly and once through the route."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        function = churn_function(build, monkeypatch)
+    rows = customers()
+    features = "\n".join(function.process_data(row) for row in rows)
+    as_json = {"content-type": "text/csv", "accept": "application/json"}
+    raw = httpx.post(f"{platform.url}/endpoints/churn/invocations", content=features, headers=as_json, timeout=60)
+    assert raw.status_code == 200, raw.text
+    scores = raw.json()
+    assert len(scores) == len(rows)
+    by_score = sorted(zip(scores, range(len(rows)), strict=True))
+    below = [item for item in by_score if item[0] <= THRESHOLD]
+    above = [item for item in by_score if item[0] > THRESHOLD]
+    assert below, "the grid should reach below the threshold"
+    assert above, "the grid should reach above the threshold"
+    picked = [*below[:1], *below[-3:], *above[:3], *above[-1:]]  # the extremes and the nearest to 0.39
+    for score, index in picked:
+        answer = httpx.post(f"{platform.url}/v1/churn", json=rows[index], headers={"x-api-key": key}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        expected = "True" if score > THRESHOLD else "False"
+        assert answer.json() == {"churn": expected, "score": round(score, 4)}, (score, rows[index])
 
 
 def test_the_seed_chain_runs_end_to_end_and_cleans_up(platform: Platform, tmp_path: Path) -> None:
@@ -53,19 +108,19 @@ def test_the_seed_chain_runs_end_to_end_and_cleans_up(platform: Platform, tmp_pa
     invalid = httpx.post(f"{platform.url}/v1/churn", json={"State": "SCX"}, headers={"x-api-key": "x"})
     assert invalid.status_code == 403  # the key is checked before the body
 
-    # The threshold is the seed's: a low-risk customer is "False".
-    calm = {
-        **dict.fromkeys(("Day Mins", "Day Charge", "Eve Mins", "Eve Charge", "Night Mins", "Night Charge"), "1.0"),
-        **dict.fromkeys(("Intl Mins", "Intl Charge"), "1.0"),
-        "State": "NY", "Account Length": "100", "Area Code": "415", "Phone": "123-4567", "Int'l Plan": "no",
-        "VMail Plan": "yes", "VMail Message": "10", "Day Calls": "90", "Eve Calls": "90", "Night Calls": "90",
-        "Intl Calls": "3", "CustServ Calls": "0",
-    }  # fmt: skip
     key = platform.client.create_api_key("test-key")["key"]
-    answer = httpx.post(f"{platform.url}/v1/churn", json=calm, headers={"x-api-key": key}, timeout=60)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["churn"] == "False"
-    assert answer.json()["score"] < 0.39
+    assert_the_threshold_is_the_seeds(platform, build, key)
+
+    # A second run brings what it made back to what it says (here: a route changed by hand).
+    platform.client.update_route("POST", "/v1/sentiment", endpoint="sentiment", summary="changed by hand")
+    again = run_example(platform, build)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "route POST /v1/sentiment: updated" in again.stdout
+    sentiment = next(r for r in platform.client.list_routes() if r["path"] == "/v1/sentiment")
+    assert sentiment["summary"] == "Sentiment of each text"
+    assert sentiment["example"] == ["what a great day"]
+    assert 'POST /v1/sentiment -> 200 ["positive","negative"]' in again.stdout
+    assert "POST /v1/churn -> 200" in again.stdout
 
     cleaned = run_example(platform, build, "--clean")
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr

@@ -198,13 +198,16 @@ def test_the_openapi_document_is_valid_and_describes_the_routes(http: httpx.Clie
     assert post["summary"] == "Score a customer"
     assert post["requestBody"]["content"]["application/json"]["schema"] == CUSTOMER_SCHEMA
     assert post["requestBody"]["content"]["application/json"]["example"] == EXAMPLE
-    assert "429" in post["responses"]
+    assert {"400", "413", "415", "429"} <= set(post["responses"])  # 415: the schema route takes JSON only
     assert "security" not in post
+    ids = [operation["operationId"] for item in document["paths"].values() for operation in item.values()]
+    assert len(ids) == len(set(ids)), ids
     item = document["paths"]["/v1/customers/{id}"]["get"]
     assert item["parameters"] == [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
     keyed = document["paths"]["/v1/keyed/{name}"]
     assert set(keyed) == {"get", "post", "put", "patch", "delete"}  # ANY
     assert keyed["post"]["security"] == [{"apiKey": []}]
+    assert {"401", "403"} <= set(keyed["post"]["responses"])
     assert document["components"]["securitySchemes"]["apiKey"] == {
         "type": "apiKey",
         "in": "header",

@@ -20,7 +20,7 @@ def _client(endpoint_url: str | None) -> Any:
     try:
         import boto3
     except ImportError as exc:
-        raise ArtifactError("s3:// artifacts need boto3: pip install 'modelhost[s3]'") from exc
+        raise ArtifactError("s3:// artifacts need boto3: pip install boto3") from exc
     return boto3.client("s3", endpoint_url=endpoint_url)
 
 

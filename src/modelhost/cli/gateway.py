@@ -153,49 +153,89 @@ def route() -> None:
     """Gateway routes: METHOD + path to a function or an endpoint, with API keys and rate limits."""
 
 
-@route.command(name="create")
-@click.argument("method")
-@click.argument("path")
-@click.option("--function", "function_name", help="The function it calls.")
-@click.option("--endpoint", help="The endpoint it invokes with the request body.")
-@click.option("--api-key-required", is_flag=True, help="Calls need an x-api-key (modelhost apikey create).")
-@click.option("--rate", help="Rate limit, e.g. 50/s or 600/m (per API key when keys are required).")
-@click.option("--burst", type=int, help="Requests allowed at once (default: a second's worth).")
-@click.option("--max-body-mb", type=float, default=6.0, show_default=True, help="Largest request body.")
-@click.option("--cors-origin", "cors_origins", multiple=True, help="A browser origin that may call it (or *).")
-@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False), help="JSON Schema file.")
-@click.option("--example", help="An example body (JSON, or @file.json) for the OpenAPI page.")
-@click.option("--summary", help="One line for the OpenAPI page.")
-@click.option("--url", help=_URL_HELP)
-def route_create(method: str, path: str, function_name: str | None, url: str | None, **options: Any) -> None:
-    """Create route METHOD PATH (e.g. POST /v1/churn, GET /v1/items/{id})."""
-    from modelhost.client import ClientError
+_route_options = [
+    click.argument("method"),
+    click.argument("path"),
+    click.option("--function", "function_name", help="The function it calls."),
+    click.option("--endpoint", help="The endpoint it invokes with the request body."),
+    click.option("--api-key-required", is_flag=True, help="Calls need an x-api-key (modelhost apikey create)."),
+    click.option("--rate", help="Rate limit, e.g. 50/s or 600/m (per API key when keys are required)."),
+    click.option("--burst", type=int, help="Requests allowed at once (default: a second's worth)."),
+    click.option("--max-body-mb", type=float, default=6.0, show_default=True, help="Largest request body."),
+    click.option("--cors-origin", "cors_origins", multiple=True, help="A browser origin that may call it (or *)."),
+    click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False), help="JSON Schema file."),
+    click.option("--example", help="An example body (JSON, or @file.json) for the OpenAPI page."),
+    click.option(
+        "--response-schema",
+        "response_schema_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="JSON Schema file of a 200's body, for the OpenAPI page.",
+    ),
+    click.option("--response-example", help="An example 200 body (JSON, or @file.json) for the OpenAPI page."),
+    click.option("--summary", help="One line for the OpenAPI page."),
+    click.option("--url", help=_URL_HELP),
+]
 
+
+def _with_route_options(command: Any) -> Any:
+    for option in reversed(_route_options):
+        command = option(command)
+    return command
+
+
+def _route_settings(function_name: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The options as the API's route fields; those not given are left to the server's defaults."""
     settings: dict[str, Any] = {
         "api_key_required": options["api_key_required"],
         "max_body_bytes": int(options["max_body_mb"] * 1024 * 1024),
     }
     if function_name is not None:
         settings["function"] = function_name
-    if options["endpoint"] is not None:
-        settings["endpoint"] = options["endpoint"]
-    if options["rate"] is not None:
-        settings["rate"] = options["rate"]
-    if options["burst"] is not None:
-        settings["burst"] = options["burst"]
+    for name in ("endpoint", "rate", "burst", "summary"):
+        if options[name] is not None:
+            settings[name] = options[name]
     if options["cors_origins"]:
         settings["cors"] = {"allow_origins": list(options["cors_origins"])}
     if options["schema_file"] is not None:
         settings["request_schema"] = _json_argument("--schema", "@" + options["schema_file"])
     if options["example"] is not None:
         settings["example"] = _json_argument("--example", options["example"])
-    if options["summary"] is not None:
-        settings["summary"] = options["summary"]
+    if options["response_schema_file"] is not None:
+        settings["response_schema"] = _json_argument("--response-schema", "@" + options["response_schema_file"])
+    if options["response_example"] is not None:
+        settings["response_example"] = _json_argument("--response-example", options["response_example"])
+    return settings
+
+
+def _put_route(
+    update: bool, method: str, path: str, function_name: str | None, url: str | None, **options: Any
+) -> None:
+    from modelhost.client import ClientError
+
+    settings = _route_settings(function_name, options)
+    client = _client(url)
     try:
-        created = _client(url).create_route(method.upper(), path, **settings)
+        if update:
+            done = client.update_route(method.upper(), path, **settings)
+        else:
+            done = client.create_route(method.upper(), path, **settings)
     except ClientError as exc:
         _fail(exc)
-    click.echo(f"route {created['method']} {created['path']} -> {created['target_kind']} {created['target']}", err=True)
+    click.echo(f"route {done['method']} {done['path']} -> {done['target_kind']} {done['target']}", err=True)
+
+
+@route.command(name="create")
+@_with_route_options
+def route_create(method: str, path: str, function_name: str | None, url: str | None, **options: Any) -> None:
+    """Create route METHOD PATH (e.g. POST /v1/churn, GET /v1/items/{id})."""
+    _put_route(False, method, path, function_name, url, **options)
+
+
+@route.command(name="update")
+@_with_route_options
+def route_update(method: str, path: str, function_name: str | None, url: str | None, **options: Any) -> None:
+    """Replace route METHOD PATH's target and settings; options left out go back to their defaults."""
+    _put_route(True, method, path, function_name, url, **options)
 
 
 @route.command(name="ls")

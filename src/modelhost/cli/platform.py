@@ -371,15 +371,48 @@ def apikey_list(url: str | None) -> None:
         _fail(exc)
     table = Table(
         Column("name", no_wrap=True),  # whole: it is what `apikey revoke` takes
-        "key starts",
+        Column("key starts", no_wrap=True, min_width=9),  # whole: how a person recognises the key
         Column("access key id", no_wrap=True, min_width=20),  # whole: it is AWS_ACCESS_KEY_ID
-        "endpoints",
-        "created",
+        Column("endpoints", overflow="fold"),  # on narrow terminals these wrap, never cut
+        Column("rate", overflow="fold"),
+        Column("created", overflow="fold"),
     )
     for key in keys:
         scope = ", ".join(key["endpoints"]) if key["endpoints"] is not None else "all"
+        rate = f"{key['rate_per_s']:g}/s, burst {key['burst']}" if key.get("rate_per_s") else "-"
         created = (key["created_at"] or "")[:19].replace("T", " ")
-        table.add_row(key["name"], key["key_prefix"] + "…", key.get("access_key_id") or "-", scope, created)
+        table.add_row(key["name"], key["key_prefix"] + "…", key.get("access_key_id") or "-", scope, rate, created)
+    Console().print(table)
+
+
+@apikey.command(name="usage")
+@click.argument("name", required=False)
+@click.option("--url", help=_URL_HELP)
+def apikey_usage(name: str | None, url: str | None) -> None:
+    """Calls through the gateway's routes per key, route and day (UTC); NAME: one key's only."""
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    from modelhost.client import ClientError
+
+    try:
+        rows = _client(url).usage(name)
+    except ClientError as exc:
+        _fail(exc)
+    if not rows:
+        click.echo(f"no calls with key {name} yet" if name else "no calls with an API key yet", err=True)
+        return
+    table = Table(
+        Column("key", no_wrap=True),
+        Column("route", no_wrap=True),
+        "day",
+        Column("calls", justify="right"),
+        show_footer=True,
+    )
+    for row in rows:
+        table.add_row(row["api_key"], row["route"], row["day"], str(row["calls"]))
+    table.columns[0].footer = "total"
+    table.columns[3].footer = str(sum(row["calls"] for row in rows))
     Console().print(table)
 
 

@@ -96,7 +96,7 @@ class S3ArtifactStore:
             try:
                 import boto3
             except ImportError as exc:
-                raise ArtifactError("an s3:// artifact store needs boto3: pip install 'modelhost[s3]'") from exc
+                raise ArtifactError("an s3:// artifact store needs boto3: pip install boto3") from exc
             self._client = boto3.client("s3", endpoint_url=self._endpoint_url)
         return self._client
 

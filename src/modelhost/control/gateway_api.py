@@ -131,6 +131,10 @@ class RouteIn(BaseModel):
     )
     example: Any = Field(None, description="an example body for the OpenAPI document")
     summary: str | None = None
+    response_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema (2020-12) of a 200's JSON body, for the OpenAPI document (not enforced)"
+    )
+    response_example: Any = Field(None, description="an example 200 body for the OpenAPI document")
 
     def to_resource(self) -> Route:
         if (self.function is None) == (self.endpoint is None):
@@ -150,6 +154,8 @@ class RouteIn(BaseModel):
             request_schema=self.request_schema,
             example=self.example,
             summary=self.summary,
+            response_schema=self.response_schema,
+            response_example=self.response_example,
         )
 
 
@@ -167,6 +173,8 @@ class RouteOut(BaseModel):
     request_schema: dict[str, Any] | None = None
     example: Any = None
     summary: str | None = None
+    response_schema: dict[str, Any] | None = None
+    response_example: Any = None
 
     @classmethod
     def of(cls, route: Route) -> RouteOut:
@@ -184,6 +192,8 @@ class RouteOut(BaseModel):
             request_schema=dict(route.request_schema) if route.request_schema is not None else None,
             example=route.example,
             summary=route.summary,
+            response_schema=dict(route.response_schema) if route.response_schema is not None else None,
+            response_example=route.response_example,
         )
 
 
@@ -223,6 +233,11 @@ def gateway_router(gateway: GatewayController, usage: Any = None) -> APIRouter:
     async def create_route(body: RouteIn) -> RouteOut:
         return RouteOut.of(await gateway.create_route(body.to_resource()))
 
+    @router.put("/routes", tags=["routes"])
+    async def replace_route(body: RouteIn) -> RouteOut:
+        """New settings or target for the route with this method and path (404 if there is none)."""
+        return RouteOut.of(await gateway.replace_route(body.to_resource()))
+
     @router.get("/routes", tags=["routes"])
     async def list_routes() -> dict[str, list[RouteOut]]:
         return {"routes": [RouteOut.of(r) for r in await gateway.list_routes()]}
@@ -234,8 +249,9 @@ def gateway_router(gateway: GatewayController, usage: Any = None) -> APIRouter:
     if usage is not None:
 
         @router.get("/usage", tags=["access"])
-        async def key_usage() -> Response:
-            """Calls per API key, gateway route and day (UTC)."""
-            return Response(orjson.dumps({"usage": await gateway.usage(usage)}), media_type="application/json")
+        async def key_usage(api_key: str | None = None) -> Response:
+            """Calls per API key, gateway route and day (UTC); ``api_key`` names one key's."""
+            rows = [row for row in await gateway.usage(usage) if api_key is None or row["api_key"] == api_key]
+            return Response(orjson.dumps({"usage": rows}), media_type="application/json")
 
     return router

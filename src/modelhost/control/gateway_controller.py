@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from modelhost.control.access import ADMIN_ACCESS_KEY_ID
 from modelhost.control.artifact_store import ArtifactStore
 from modelhost.control.controller import Controller
 from modelhost.control.gateway_resources import Function, FunctionState, Route, TargetKind
@@ -27,6 +28,7 @@ from modelhost.control.lifecycle import LifecycleTasks
 from modelhost.control.resources import EndpointConfig, Model, ProductionVariant
 from modelhost.errors import ModelhostError, ResourceInUse, ResourceNotFound, ValidationFailed
 from modelhost.functions import bridge
+from modelhost.runtime import ACCESS_KEY_ID_VARIABLE, SECRET_VARIABLE
 from modelhost.runtime.local import LocalRuntime
 
 log = logging.getLogger("modelhost.gateway")
@@ -151,8 +153,11 @@ class GatewayController:
             "AWS_ENDPOINT_URL_SAGEMAKER": self._platform_url,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
+        if self._admin_token:  # what modelhost.runtime.invoke_endpoint signs with, whatever AWS_* hold
+            defaults[ACCESS_KEY_ID_VARIABLE] = ADMIN_ACCESS_KEY_ID
+            defaults[SECRET_VARIABLE] = self._admin_token
         if "AWS_ACCESS_KEY_ID" not in os.environ:  # boto3 signs with something: the admin credentials
-            defaults["AWS_ACCESS_KEY_ID"] = "modelhost"
+            defaults["AWS_ACCESS_KEY_ID"] = ADMIN_ACCESS_KEY_ID
             defaults["AWS_SECRET_ACCESS_KEY"] = self._admin_token or "unused-without-a-token"
         environment = {
             **defaults,
@@ -179,6 +184,22 @@ class GatewayController:
 
     # -- routes -------------------------------------------------------------------------------------
     async def create_route(self, route: Route) -> Route:
+        await self._check_target(route)
+        await self._check_overlap(route)
+        created = await self._db(self.store.create_route, route)
+        await self._publish()
+        return created
+
+    async def replace_route(self, route: Route) -> Route:
+        """New settings or target for route METHOD PATH; the gateway takes them at once."""
+        await self._db(self.store.get_route, route.method, route.path)
+        await self._check_target(route)
+        await self._check_overlap(route)
+        replaced = await self._db(self.store.replace_route, route)
+        await self._publish()
+        return replaced
+
+    async def _check_target(self, route: Route) -> None:
         if route.target_kind is TargetKind.FUNCTION:
             try:
                 await self.describe_function(route.target)
@@ -189,10 +210,6 @@ class GatewayController:
                 await self._hosting.describe_endpoint(route.target)
             except ResourceNotFound as exc:
                 raise ValidationFailed(f"Target: there is no endpoint {route.target!r}") from exc
-        await self._check_overlap(route)
-        created = await self._db(self.store.create_route, route)
-        await self._publish()
-        return created
 
     async def _check_overlap(self, route: Route) -> None:
         """Two routes may not match the same requests the same way (ambiguous templates)."""

@@ -142,6 +142,8 @@ class Route:
     request_schema: Mapping[str, Any] | None = None  # JSON Schema (2020-12) the JSON body must satisfy
     example: Any = None  # an example body, shown in the OpenAPI document (checked against the schema)
     summary: str | None = None
+    response_schema: Mapping[str, Any] | None = None  # what a 200 answers, for the OpenAPI document only
+    response_example: Any = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -154,6 +156,8 @@ class Route:
             raise ValidationFailed("Summary: at most 200 characters")
         if self.request_schema is not None:
             check_schema(self.request_schema, self.example)
+        if self.response_schema is not None:
+            check_schema(self.response_schema, self.response_example, "ResponseSchema", "ResponseExample")
 
     @property
     def key(self) -> str:
@@ -177,19 +181,22 @@ def check_path(path: str) -> None:
         raise ValidationFailed(f"Path: {path!r} names a parameter twice")
 
 
-def check_schema(schema: Mapping[str, Any], example: Any = None) -> None:
-    """A route's request schema must be valid JSON Schema 2020-12, and its example must satisfy it."""
+def check_schema(
+    schema: Mapping[str, Any], example: Any = None, field: str = "RequestSchema", example_field: str = "Example"
+) -> None:
+    """A route's request (or response) schema must be valid JSON Schema 2020-12, and its example satisfy it."""
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
     if not isinstance(schema, Mapping):
-        raise ValidationFailed("RequestSchema: must be a JSON Schema object")
+        raise ValidationFailed(f"{field}: must be a JSON Schema object")
     try:
         Draft202012Validator.check_schema(dict(schema))
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise ValidationFailed(f"RequestSchema: not valid JSON Schema at {where}: {exc.message}") from None
+        raise ValidationFailed(f"{field}: not valid JSON Schema at {where}: {exc.message}") from None
     if example is not None:
         error = next(iter(Draft202012Validator(dict(schema)).iter_errors(example)), None)
         if error is not None:
-            raise ValidationFailed(f"Example: does not satisfy the request schema: {error.message}")
+            what = "request" if field == "RequestSchema" else "response"
+            raise ValidationFailed(f"{example_field}: does not satisfy the {what} schema: {error.message}")

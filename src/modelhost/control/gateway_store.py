@@ -64,6 +64,8 @@ routes = Table(
     Column("request_schema", JSON),
     Column("example", JSON),
     Column("summary", Text),
+    Column("response_schema", JSON),
+    Column("response_example", JSON),
 )
 
 
@@ -143,25 +145,19 @@ class GatewayStore:
     def create_route(self, route: Route) -> Route:
         try:
             with self._engine.begin() as db:
-                db.execute(
-                    insert(routes).values(
-                        method=route.method,
-                        path=route.path,
-                        target_kind=route.target_kind.value,
-                        target=route.target,
-                        api_key_required=route.api_key_required,
-                        rate=route.rate_limit.rate if route.rate_limit else None,
-                        burst=route.rate_limit.burst if route.rate_limit else None,
-                        max_body_bytes=route.max_body_bytes,
-                        created_at=_now(),
-                        cors=_cors_json(route.cors),
-                        request_schema=dict(route.request_schema) if route.request_schema is not None else None,
-                        example=route.example,
-                        summary=route.summary,
-                    )
-                )
+                db.execute(insert(routes).values(method=route.method, path=route.path, **_route_settings(route)))
         except IntegrityError as exc:
             raise ResourceExists(f"route {route.key} already exists") from exc
+        return self.get_route(route.method, route.path)
+
+    def replace_route(self, route: Route) -> Route:
+        """New settings or target for an existing route (its creation time stays)."""
+        settings = _route_settings(route)
+        del settings["created_at"]
+        where = (routes.c.method == route.method, routes.c.path == route.path)
+        with self._engine.begin() as db:
+            if db.execute(update(routes).where(*where).values(**settings)).rowcount == 0:
+                raise ResourceNotFound(f"route {route.key} does not exist")
         return self.get_route(route.method, route.path)
 
     def get_route(self, method: str, path: str) -> Route:
@@ -212,6 +208,25 @@ def _function_row(function: Function) -> dict[str, Any]:
     }
 
 
+def _route_settings(route: Route) -> dict[str, Any]:
+    """A route's row, less its key (method and path)."""
+    return {
+        "target_kind": route.target_kind.value,
+        "target": route.target,
+        "api_key_required": route.api_key_required,
+        "rate": route.rate_limit.rate if route.rate_limit else None,
+        "burst": route.rate_limit.burst if route.rate_limit else None,
+        "max_body_bytes": route.max_body_bytes,
+        "created_at": _now(),
+        "cors": _cors_json(route.cors),
+        "request_schema": _schema_json(route.request_schema),
+        "example": route.example,
+        "summary": route.summary,
+        "response_schema": _schema_json(route.response_schema),
+        "response_example": route.response_example,
+    }
+
+
 def _function(row: Any) -> Function:
     return Function(
         name=row["name"],
@@ -244,7 +259,13 @@ def _route(row: Any) -> Route:
         request_schema=row["request_schema"],
         example=row["example"],
         summary=row["summary"],
+        response_schema=row["response_schema"],
+        response_example=row["response_example"],
     )
+
+
+def _schema_json(schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(schema) if schema is not None else None
 
 
 def _cors_json(cors: Cors | None) -> dict[str, Any] | None:
