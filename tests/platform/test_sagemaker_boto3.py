@@ -130,7 +130,7 @@ def assert_aws_error(response: httpx.Response, status: int, code: str) -> dict[s
     assert response.headers["x-amzn-requestid"]
     body: dict[str, Any] = response.json()
     assert body["__type"] == code, body
-    assert body["message"]
+    assert body["Message"]  # the key botocore fills ClientError.response["Message"] from
     return body
 
 
@@ -457,9 +457,9 @@ def test_requests_breaking_the_service_model_name_the_field(served: Platform, sm
     assert "'endpointConfigName'" in bad_config["Error"]["Message"]
     # the same, sent without boto3 (which checks types before sending)
     wrong_type = raw(served.url, "SageMaker.ListModels", json.dumps({"MaxResults": "ten"}).encode())
-    assert "'maxResults'" in assert_aws_error(wrong_type, 400, "ValidationException")["message"]
+    assert "'maxResults'" in assert_aws_error(wrong_type, 400, "ValidationException")["Message"]
     missing = raw(served.url, "SageMaker.DescribeModel", b"{}")
-    assert "'modelName'" in assert_aws_error(missing, 400, "ValidationException")["message"]
+    assert "'modelName'" in assert_aws_error(missing, 400, "ValidationException")["Message"]
 
 
 @pytest.mark.parametrize(
@@ -487,10 +487,10 @@ def test_what_modelhost_cannot_serve_is_refused_by_name(
 
 def test_unknown_operations_and_bodies_that_are_not_json(served: Platform) -> None:
     not_implemented = assert_aws_error(raw(served.url, "SageMaker.CreateTrainingJob"), 400, "UnknownOperationException")
-    assert "CreateTrainingJob" in not_implemented["message"]
-    assert "CreateEndpoint" in not_implemented["message"]  # what it does implement
+    assert "CreateTrainingJob" in not_implemented["Message"]
+    assert "CreateEndpoint" in not_implemented["Message"]  # what it does implement
     unknown = assert_aws_error(raw(served.url, "SageMaker.NoSuchThing"), 400, "UnknownOperationException")
-    assert "NoSuchThing" in unknown["message"]
+    assert "NoSuchThing" in unknown["Message"]
     assert_aws_error(raw(served.url, None), 400, "UnknownOperationException")
     assert_aws_error(raw(served.url, "DynamoDB_20120810.ListTables"), 400, "UnknownOperationException")
 

@@ -200,9 +200,9 @@ class FrontDoor:
         if refused is not None:
             raise FrontDoorError(*refused)
 
-    def reject(self, error: FrontDoorError, respond: Respond) -> None:
+    def reject(self, error: FrontDoorError, respond: Respond, *, message_key: str = "Message") -> None:
         """Answer a request the protocol refused before it was complete (e.g. too large); it then closes."""
-        respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}", close=True))
+        respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}", close=True, message_key=message_key))
 
     def _variant(self, name: str, target_variant: str | None) -> tuple[Deployment, Variant]:
         deployment = self._routes.route(name)
