@@ -223,6 +223,10 @@ def test_unknown_endpoint_wrong_method_and_bad_path(tmp_path: Path) -> None:
         assert (status, headers["allow"]) == (405, "POST")
         writer.write(_invocation(b"[1]").replace(b"/invocations", b"/other"))
         assert (await _read_response(reader))[0] == 404
+        writer.write(_invocation(b"[1]").replace(b"/invocations", b"/async-invocations"))
+        status, headers, answer = await _read_response(reader)
+        assert (status, headers["x-amzn-errortype"]) == (400, "ValidationError")  # an operation modelhost lacks
+        assert "InvokeEndpointAsync" in json.loads(answer)["Message"]
         writer.close()
 
     _run(scenario, tmp=tmp_path)
