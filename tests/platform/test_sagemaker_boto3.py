@@ -387,6 +387,7 @@ def test_every_answer_validates_against_botocores_output_shapes(
     wait(sm, "endpoint_in_service", "shapes", served)
     [summary] = call(sm, "describe_endpoint", EndpointName="shapes")["ProductionVariants"]
     assert summary["CurrentServerlessConfig"] == summary["DesiredServerlessConfig"] == serverless
+    assert not {"DesiredInstanceCount", "CurrentInstanceCount"} & summary.keys(), summary  # as SageMaker reports one
     assert invoke_json(runtime, "shapes") == (WORDS, "AllTraffic")
 
     call(sm, "delete_endpoint", EndpointName="shapes")
