@@ -1017,6 +1017,9 @@ def test_the_control_api_checks_signatures_when_there_is_a_token(guarded: Platfo
     # refused before anything else is looked at
     assert_aws_error(raw(guarded.url, "SageMaker.NoSuchThing"), 403, "MissingAuthenticationTokenException")
     assert_aws_error(raw(guarded.url, "SageMaker.ListModels", b"{not json"), 403, "MissingAuthenticationTokenException")
+    # a SigV4 header without its parts: 400, not 403 (as AWS answers)
+    incomplete = raw(guarded.url, "SageMaker.ListModels", authorization="AWS4-HMAC-SHA256 Credential=modelhost")
+    assert_aws_error(incomplete, 400, "IncompleteSignatureException")
     bearer = raw(guarded.url, "SageMaker.ListModels", authorization=f"Bearer {token}")
     assert bearer.status_code == 200, bearer.text
     assert [m["ModelName"] for m in bearer.json()["Models"]] == ["guarded"]
@@ -1058,6 +1061,13 @@ def test_invocations_signed_with_an_api_keys_credentials(guarded: Platform, toke
         "MissingAuthenticationToken",
         401,
     )
+    incomplete = httpx.post(
+        f"{url}/endpoints/guarded/invocations",
+        json=TEXTS,
+        headers={"authorization": "AWS4-HMAC-SHA256 Credential=MHK/20240101/us-east-1/sagemaker/aws4_request"},
+        timeout=30,
+    )
+    assert (incomplete.status_code, incomplete.headers["x-amzn-errortype"]) == (400, "IncompleteSignatureException")
 
     # a key for this endpoint: its access key id and the key sign boto3's requests
     key, access_key_id = apikey_create(guarded, "boto-key", "guarded")
