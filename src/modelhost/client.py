@@ -403,7 +403,8 @@ class Client:
 def _error(response: httpx.Response) -> ClientError:
     try:
         body = response.json()
-        code, message = str(body.get("error", "Error")), str(body.get("message", response.text))
+        # "Message": an invocation's error, in SageMaker's runtime shape; "message": the API's
+        code, message = str(body.get("error", "Error")), str(body.get("Message", body.get("message", response.text)))
     except ValueError:
         code, message = "Error", response.text or response.reason_phrase
     return ClientError(response.status_code, code, message)

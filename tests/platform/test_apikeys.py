@@ -54,7 +54,7 @@ def assert_refused(response: httpx.Response, status: int, code: str, endpoint: s
     assert response.headers["x-amzn-errortype"] == code
     body = response.json()
     assert body["error"] == code
-    assert endpoint in body["message"]
+    assert endpoint in body["Message"]
     assert body["request_id"] == response.headers["x-amzn-requestid"]
 
 

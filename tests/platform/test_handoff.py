@@ -186,7 +186,7 @@ def test_a_model_error_has_the_front_door_s_shape(served: Platform, connection: 
     assert front_original.pop("request_id") == from_front_door.request_id
     assert worker_original == front_original
     assert worker_body["request_id"] == from_worker.request_id
-    assert f"modelhost logs {ENDPOINT}" in str(worker_body["message"])
+    assert f"modelhost logs {ENDPOINT}" in str(worker_body["Message"])
     assert connection.invoke().status == 200  # and the connection goes on
 
 

@@ -80,8 +80,8 @@ def test_malformed_json_is_a_model_error_with_the_original_status(http: httpx.Cl
     assert body["OriginalStatusCode"] == 400
     assert isinstance(body["OriginalMessage"], str)
     assert "malformed JSON" in body["OriginalMessage"]
-    assert "Received client error (400) from variant AllTraffic" in str(body["message"])
-    assert f"modelhost logs {ENDPOINT}" in str(body["message"])
+    assert "Received client error (400) from variant AllTraffic" in str(body["Message"])
+    assert f"modelhost logs {ENDPOINT}" in str(body["Message"])
 
 
 def test_unknown_endpoint_is_a_validation_error(http: httpx.Client) -> None:
@@ -90,7 +90,7 @@ def test_unknown_endpoint_is_a_validation_error(http: httpx.Client) -> None:
     assert response.headers["x-amzn-errortype"] == "ValidationError"
     body = error_of(response)
     assert body["error"] == "ValidationError"
-    assert "no-such-endpoint" in str(body["message"])
+    assert "no-such-endpoint" in str(body["Message"])
 
 
 def test_get_on_the_invocations_path_is_405(http: httpx.Client) -> None:
@@ -98,7 +98,7 @@ def test_get_on_the_invocations_path_is_405(http: httpx.Client) -> None:
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.headers["x-amzn-errortype"] == "MethodNotAllowed"
-    assert "POST" in str(error_of(response)["message"])
+    assert "POST" in str(error_of(response)["Message"])
 
 
 def post_over_the_limit(url: str, content: bytes | Iterator[bytes]) -> httpx.Response:
@@ -107,7 +107,7 @@ def post_over_the_limit(url: str, content: bytes | Iterator[bytes]) -> httpx.Res
         response = fresh.post(INVOCATIONS, content=content, headers=JSON)
     assert response.status_code == 413, response.text[:300]
     assert response.headers["x-amzn-errortype"] == "ValidationError"
-    assert "6 MB" in str(error_of(response)["message"])
+    assert "6 MB" in str(error_of(response)["Message"])
     return response
 
 

@@ -183,8 +183,8 @@ def test_a_request_must_name_its_target_model(served: Platform, http: httpx.Clie
     assert response.headers["x-amzn-errortype"] == "ValidationError"
     body = response.json()
     assert body["error"] == "ValidationError"
-    assert "X-Amzn-SageMaker-Target-Model" in body["message"]
-    assert endpoint in body["message"]
+    assert "X-Amzn-SageMaker-Target-Model" in body["Message"]
+    assert endpoint in body["Message"]
 
     empty = invoke(http, endpoint, "")
     assert empty.status_code == 400, empty.text
@@ -267,7 +267,7 @@ def test_a_target_that_cannot_load_is_a_400_with_the_load_error(
     missing = invoke(http, endpoint, "nope.tar.gz")
     assert missing.status_code == 400, missing.text
     assert missing.headers["x-amzn-errortype"] == "ValidationError"
-    message = missing.json()["message"]
+    message = missing.json()["Message"]
     assert "'nope.tar.gz' could not be loaded" in message
     assert "no model at" in message  # the model server's own load error
     assert "nope.tar.gz" in message
@@ -275,7 +275,7 @@ def test_a_target_that_cannot_load_is_a_400_with_the_load_error(
     broken = invoke(http, endpoint, "broken.tar.gz")
     assert broken.status_code == 400, broken.text
     assert broken.headers["x-amzn-errortype"] == "ValidationError"
-    message = broken.json()["message"]
+    message = broken.json()["Message"]
     assert "'broken.tar.gz' could not be loaded" in message
     assert "exited with code" in message
     assert "model.joblib" in message or "pickle" in message.lower() or "load" in message.lower(), message
@@ -315,7 +315,7 @@ def test_target_names_outside_the_prefix_are_refused(
     response = invoke(http, endpoint, target)
     assert response.status_code == 400, response.text
     assert response.headers["x-amzn-errortype"] == "ValidationError"
-    assert "relative path under the endpoint's prefix" in response.json()["message"]
+    assert "relative path under the endpoint's prefix" in response.json()["Message"]
     assert loaded(served, endpoint) == {}
     assert f"loading {target}" not in served.log()
 

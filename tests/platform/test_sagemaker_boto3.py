@@ -130,7 +130,7 @@ def assert_aws_error(response: httpx.Response, status: int, code: str) -> dict[s
     assert response.headers["x-amzn-requestid"]
     body: dict[str, Any] = response.json()
     assert body["__type"] == code, body
-    assert body["message"]
+    assert body["Message"]  # the key botocore fills ClientError.response["Message"] from
     return body
 
 
@@ -387,6 +387,7 @@ def test_every_answer_validates_against_botocores_output_shapes(
     wait(sm, "endpoint_in_service", "shapes", served)
     [summary] = call(sm, "describe_endpoint", EndpointName="shapes")["ProductionVariants"]
     assert summary["CurrentServerlessConfig"] == summary["DesiredServerlessConfig"] == serverless
+    assert not {"DesiredInstanceCount", "CurrentInstanceCount"} & summary.keys(), summary  # as SageMaker reports one
     assert invoke_json(runtime, "shapes") == (WORDS, "AllTraffic")
 
     call(sm, "delete_endpoint", EndpointName="shapes")
@@ -457,9 +458,9 @@ def test_requests_breaking_the_service_model_name_the_field(served: Platform, sm
     assert "'endpointConfigName'" in bad_config["Error"]["Message"]
     # the same, sent without boto3 (which checks types before sending)
     wrong_type = raw(served.url, "SageMaker.ListModels", json.dumps({"MaxResults": "ten"}).encode())
-    assert "'maxResults'" in assert_aws_error(wrong_type, 400, "ValidationException")["message"]
+    assert "'maxResults'" in assert_aws_error(wrong_type, 400, "ValidationException")["Message"]
     missing = raw(served.url, "SageMaker.DescribeModel", b"{}")
-    assert "'modelName'" in assert_aws_error(missing, 400, "ValidationException")["message"]
+    assert "'modelName'" in assert_aws_error(missing, 400, "ValidationException")["Message"]
 
 
 @pytest.mark.parametrize(
@@ -487,10 +488,10 @@ def test_what_modelhost_cannot_serve_is_refused_by_name(
 
 def test_unknown_operations_and_bodies_that_are_not_json(served: Platform) -> None:
     not_implemented = assert_aws_error(raw(served.url, "SageMaker.CreateTrainingJob"), 400, "UnknownOperationException")
-    assert "CreateTrainingJob" in not_implemented["message"]
-    assert "CreateEndpoint" in not_implemented["message"]  # what it does implement
+    assert "CreateTrainingJob" in not_implemented["Message"]
+    assert "CreateEndpoint" in not_implemented["Message"]  # what it does implement
     unknown = assert_aws_error(raw(served.url, "SageMaker.NoSuchThing"), 400, "UnknownOperationException")
-    assert "NoSuchThing" in unknown["message"]
+    assert "NoSuchThing" in unknown["Message"]
     assert_aws_error(raw(served.url, None), 400, "UnknownOperationException")
     assert_aws_error(raw(served.url, "DynamoDB_20120810.ListTables"), 400, "UnknownOperationException")
 
@@ -1016,6 +1017,9 @@ def test_the_control_api_checks_signatures_when_there_is_a_token(guarded: Platfo
     # refused before anything else is looked at
     assert_aws_error(raw(guarded.url, "SageMaker.NoSuchThing"), 403, "MissingAuthenticationTokenException")
     assert_aws_error(raw(guarded.url, "SageMaker.ListModels", b"{not json"), 403, "MissingAuthenticationTokenException")
+    # a SigV4 header without its parts: 400, not 403 (as AWS answers)
+    incomplete = raw(guarded.url, "SageMaker.ListModels", authorization="AWS4-HMAC-SHA256 Credential=modelhost")
+    assert_aws_error(incomplete, 400, "IncompleteSignatureException")
     bearer = raw(guarded.url, "SageMaker.ListModels", authorization=f"Bearer {token}")
     assert bearer.status_code == 200, bearer.text
     assert [m["ModelName"] for m in bearer.json()["Models"]] == ["guarded"]
@@ -1057,6 +1061,13 @@ def test_invocations_signed_with_an_api_keys_credentials(guarded: Platform, toke
         "MissingAuthenticationToken",
         401,
     )
+    incomplete = httpx.post(
+        f"{url}/endpoints/guarded/invocations",
+        json=TEXTS,
+        headers={"authorization": "AWS4-HMAC-SHA256 Credential=MHK/20240101/us-east-1/sagemaker/aws4_request"},
+        timeout=30,
+    )
+    assert (incomplete.status_code, incomplete.headers["x-amzn-errortype"]) == (400, "IncompleteSignatureException")
 
     # a key for this endpoint: its access key id and the key sign boto3's requests
     key, access_key_id = apikey_create(guarded, "boto-key", "guarded")

@@ -89,8 +89,8 @@ def test_two_weighted_variants(platform: Platform, sentiment_model: Path, sentim
         )
         assert unknown.status_code == 400
         assert unknown.headers["x-amzn-errortype"] == "ValidationError"
-        assert "'c'" in unknown.json()["message"]
-        assert "a, b" in unknown.json()["message"]
+        assert "'c'" in unknown.json()["Message"]
+        assert "a, b" in unknown.json()["Message"]
 
     # the same through the SDK
     answer = client.invoke("ab", TEXTS, target_variant="b")

@@ -164,7 +164,7 @@ def test_create_with_a_broken_artifact_fails_with_the_load_error(
     response = httpx.post(f"{platform.url}/endpoints/broken/invocations", json=TEXTS)
     assert response.status_code == 400
     assert response.headers["x-amzn-errortype"] == "ValidationError"
-    assert "Failed" in response.json()["message"]
+    assert "Failed" in response.json()["Message"]
     assert "retry-after" not in response.headers
 
     # a good artifact deployed onto the Failed endpoint brings it into service

@@ -217,12 +217,16 @@ def test_unknown_endpoint_wrong_method_and_bad_path(tmp_path: Path) -> None:
         writer.write(_invocation(b"[1]").replace(b"/endpoints/echo/", b"/endpoints/nope/"))
         status, headers, answer = await _read_response(reader)
         assert (status, headers["x-amzn-errortype"]) == (400, "ValidationError")
-        assert "nope" in json.loads(answer)["message"]
+        assert "nope" in json.loads(answer)["Message"]
         writer.write(b"GET /endpoints/echo/invocations HTTP/1.1\r\nhost: x\r\n\r\n")
         status, headers, _ = await _read_response(reader)
         assert (status, headers["allow"]) == (405, "POST")
         writer.write(_invocation(b"[1]").replace(b"/invocations", b"/other"))
         assert (await _read_response(reader))[0] == 404
+        writer.write(_invocation(b"[1]").replace(b"/invocations", b"/async-invocations"))
+        status, headers, answer = await _read_response(reader)
+        assert (status, headers["x-amzn-errortype"]) == (400, "ValidationError")  # an operation modelhost lacks
+        assert "InvokeEndpointAsync" in json.loads(answer)["Message"]
         writer.close()
 
     _run(scenario, tmp=tmp_path)
@@ -257,7 +261,7 @@ def test_a_body_over_the_limit_is_refused_with_413_and_closed(tmp_path: Path) ->
         writer.write(_invocation(b"[" + b"1," * 2000 + b"1]"))
         status, _, answer = await _read_response(reader)
         assert status == 413
-        assert "limit" in json.loads(answer)["message"]
+        assert "limit" in json.loads(answer)["Message"]
         assert await reader.read() == b""  # closed
         assert seen == []
 

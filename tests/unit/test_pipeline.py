@@ -195,3 +195,48 @@ def test_an_invalid_content_type_from_a_handler_is_an_error_not_a_broken_respons
     [outcome] = pipeline(tmp_path, None, source, batchable=False).run_batch([call(b"1")])
     assert outcome.status == 500
     assert "invalid content type" in outcome.message
+
+
+ATTRIBUTES_TOOLKIT = """
+def transform_fn(model, body, content_type, accept, context):
+    if body != "quiet":
+        context.response_custom_attributes = body or f"echo={context.custom_attributes}"
+    return "ok"
+"""
+
+
+def test_a_handler_answers_with_custom_attributes_set_on_its_context(tmp_path):
+    answering = pipeline(tmp_path, None, ATTRIBUTES_TOOLKIT, batchable=False)
+    [echoed, quiet] = answering.run_batch(
+        [call(b"", "text/csv", custom_attributes="trace=7"), call(b"quiet", "text/csv")]
+    )
+    assert echoed == Rendered(b"ok", "application/json", "echo=trace=7")
+    assert quiet == Rendered(b"ok", "application/json")  # none set: no header
+    assert quiet.custom_attributes is None
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "é", "x" * 1025])
+def test_custom_attributes_that_cannot_be_a_header_are_an_error(tmp_path, value):
+    [outcome] = pipeline(tmp_path, None, ATTRIBUTES_TOOLKIT, batchable=False).run_batch(
+        [call(value.encode(), "text/csv")]
+    )
+    assert isinstance(outcome, InvocationError)
+    assert outcome.status == 500
+    assert "response_custom_attributes" in outcome.message
+
+
+def test_batched_output_fn_sets_each_requests_own_custom_attributes(tmp_path):
+    source = """
+import json
+
+def predict_fn(items, model):
+    return items
+
+def output_fn(predictions, accept, context):
+    context.response_custom_attributes = f"count={len(predictions)}; of={context.custom_attributes}"
+    return json.dumps(predictions)
+"""
+    merged = pipeline(tmp_path, None, source, batchable=True)
+    first, second = merged.run_batch([call(b"[1, 2]", custom_attributes="a"), call(b"[3]", custom_attributes="b")])
+    assert (first.body, first.custom_attributes) == (b"[1, 2]", "count=2; of=a")
+    assert (second.body, second.custom_attributes) == (b"[3]", "count=1; of=b")

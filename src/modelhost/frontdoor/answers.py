@@ -36,8 +36,11 @@ def render(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> byte
     return b"".join(parts)
 
 
-def render_error(error: FrontDoorError, request_id: str, *, close: bool = False) -> bytes:
-    body = orjson.dumps({"error": error.code, "message": error.message, **error.fields, "request_id": request_id})
+def render_error(error: FrontDoorError, request_id: str, *, close: bool = False, message_key: str = "Message") -> bytes:
+    """An error as SageMaker's runtime writes it: the message under ``Message``, the key botocore
+    fills the modeled field of ValidationError or ModelError from (``ClientError.response["Message"]``).
+    The gateway's routes and the API relay keep modelhost's (and API Gateway's) ``message``."""
+    body = orjson.dumps({"error": error.code, message_key: error.message, **error.fields, "request_id": request_id})
     headers = [
         (b"content-type", b"application/json"),
         (b"x-amzn-errortype", error.code.encode()),
@@ -52,6 +55,11 @@ def render_error(error: FrontDoorError, request_id: str, *, close: bool = False)
     elif error.status == 503:
         headers.append((b"retry-after", b"1"))
     return render(error.status, headers, body)
+
+
+def render_route_error(error: FrontDoorError, request_id: str) -> bytes:
+    """An error of the gateway's routes: ``{"error", "message", ...}``, as docs/gateway.md promises."""
+    return render_error(error, request_id, message_key="message")
 
 
 def model_error(name: str, variant: str, status: int, body: bytes) -> FrontDoorError:

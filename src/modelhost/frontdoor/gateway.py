@@ -30,8 +30,9 @@ import orjson
 
 from modelhost.control.gateway_resources import Cors, Route, TargetKind
 from modelhost.control.resources import ApiKey
+from modelhost.frontdoor.answers import render_route_error
 from modelhost.frontdoor.lambda_proxy import function_response, header, proxy_event
-from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render, render_error
+from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render
 from modelhost.frontdoor.throttle import Buckets, Demand, retry_after
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
 from modelhost.runtime.deployment import Deployment
@@ -186,7 +187,7 @@ class Gateway:
             f"{path} takes {allowed}, not {method}",
             headers=[(b"allow", allowed.encode()), *extra],
         )
-        return render_error(error, request_id)
+        return render_route_error(error, request_id)
 
     def refusal(
         self, found: RouteMatch, headers: Sequence[tuple[bytes, bytes]], error: FrontDoorError
@@ -248,7 +249,7 @@ class Gateway:
                 source_ip=source_ip,
             )
         except FrontDoorError as exc:
-            respond(render_error(exc, request_id))
+            respond(render_route_error(exc, request_id))
 
     def _preflight(self, found: RouteMatch, url: bytes, origin: bytes | None, request_id: str) -> bytes:
         cors = found.route.cors
@@ -398,7 +399,7 @@ class _FunctionCall:
         picked = self.deployment.variants[0].pick(exclude=self.tried)
         if picked is None:
             error = FrontDoorError(503, "ServiceUnavailable", f"Function {self.name}: no instance is healthy.")
-            self.respond(render_error(error, self.request_id))
+            self.respond(render_route_error(error, self.request_id))
             return
         instance, pool = picked
         self.tried.append(instance)
@@ -414,14 +415,14 @@ class _FunctionCall:
         try:
             self.respond(function_response(self.name, response, self.request_id))
         except FrontDoorError as exc:
-            self.respond(render_error(exc, self.request_id))
+            self.respond(render_route_error(exc, self.request_id))
 
     def failed(self, error: UpstreamError) -> None:
         if not error.answered:
             self.send()
             return
         lost = FrontDoorError(502, "FunctionError", f"Function {self.name}: its instance failed: {error.message}")
-        self.respond(render_error(lost, self.request_id))
+        self.respond(render_route_error(lost, self.request_id))
 
 
 def _with_headers(respond: Respond, extra: list[tuple[bytes, bytes]]) -> Respond:

@@ -150,7 +150,8 @@ class _GatewayCall(_Invocation):
         self._size += len(chunk)
         limit = self._found.route.max_body_bytes
         if self._size > limit:
-            self._connection.refuse(self._gateway.refusal(self._found, self._headers, _too_large(limit)))
+            refusal = self._gateway.refusal(self._found, self._headers, _too_large(limit))
+            self._connection.refuse(refusal, message_key="message")  # a route's error shape
             return
         self._chunks.append(chunk)
 
@@ -255,7 +256,9 @@ class _Relay(_Job, asyncio.Protocol):
             self._connection.close()
         else:
             self.keep_alive = False
-            self._connection.finish(self, render_error(FrontDoorError(502, "BadGateway", reason), "-"))
+            self._connection.finish(
+                self, render_error(FrontDoorError(502, "BadGateway", reason), "-", message_key="message")
+            )
 
 
 class FrontDoorProtocol(asyncio.Protocol):
@@ -358,7 +361,8 @@ class FrontDoorProtocol(asyncio.Protocol):
             found := gateway.match(method.decode("latin-1"), path)
         ) is not None:
             if self._content_length > found.route.max_body_bytes:
-                self.refuse(gateway.refusal(found, self._headers, _too_large(found.route.max_body_bytes)))
+                refusal = gateway.refusal(found, self._headers, _too_large(found.route.max_body_bytes))
+                self.refuse(refusal, message_key="message")  # a route's error shape
                 return
             job = _GatewayCall(self, gateway, found, method, self._url, self._headers, self._names)
         elif gateway is not None and gateway.allowed_methods(path):
@@ -413,13 +417,13 @@ class FrontDoorProtocol(asyncio.Protocol):
             self._arm(self.settings.keep_alive_s)
         self.resume_reading()
 
-    def refuse(self, error: FrontDoorError) -> None:
+    def refuse(self, error: FrontDoorError, *, message_key: str = "Message") -> None:
         """Answer with ``error`` and close: the rest of the request is not read."""
         if self._closed:
             return
         self._jobs.clear()
         self._reading = None
-        self.door.reject(error, self.write)
+        self.door.reject(error, self.write, message_key=message_key)
         self.close()
 
     def _hand_off(self, name: str, endpoint: str) -> bool:

@@ -42,6 +42,11 @@ _FORWARDED = frozenset(
 _REQUEST_ID_HEADERS = frozenset({b"x-amzn-sagemaker-inference-id", b"x-request-id"})
 _RETURNED = (b"content-type", b"x-amzn-sagemaker-custom-attributes")
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")
+# sagemaker-runtime's other operations (botocore's service-2.json): boto3 gets a ValidationError naming it
+_UNSUPPORTED = {
+    "/async-invocations": "InvokeEndpointAsync",
+    "/invocations-response-stream": "InvokeEndpointWithResponseStream",
+}
 
 Respond = Callable[[bytes], None]
 Served = Callable[[str, str], None]  # (the serving worker's hand-off socket, the endpoint): it may take the connection
@@ -63,6 +68,19 @@ class Access(Protocol):
     def check_signed(self, endpoint: str, access_key_id: str) -> tuple[int, str, str] | None: ...
 
     def secret_for(self, access_key_id: str) -> str | None: ...
+
+
+def _no_route(path: str) -> FrontDoorError:
+    """Why nothing answers ``path``: an operation of SageMaker's runtime modelhost does not offer is
+    a ValidationError boto3 raises with its name (not a 404, which boto3 shows as a bare status)."""
+    for suffix, operation in _UNSUPPORTED.items():
+        if path.endswith(suffix):
+            return FrontDoorError(
+                400,
+                "ValidationError",
+                f"modelhost does not support {operation}; call InvokeEndpoint (POST {PREFIX}<name>{SUFFIX}).",
+            )
+    return FrontDoorError(404, "NotFound", f"no route {path}; invoke POST {PREFIX}<name>{SUFFIX}")
 
 
 def endpoint_name(path: str) -> str | None:
@@ -133,7 +151,7 @@ class FrontDoor:
         try:
             name = endpoint_name(path)
             if name is None:
-                raise FrontDoorError(404, "NotFound", f"no route {path}; invoke POST {PREFIX}<name>{SUFFIX}")
+                raise _no_route(path)
             if method != b"POST":
                 raise FrontDoorError(405, "MethodNotAllowed", f"use POST {path}")
             if self._access is not None and self._access.is_protected(name):
@@ -200,9 +218,9 @@ class FrontDoor:
         if refused is not None:
             raise FrontDoorError(*refused)
 
-    def reject(self, error: FrontDoorError, respond: Respond) -> None:
+    def reject(self, error: FrontDoorError, respond: Respond, *, message_key: str = "Message") -> None:
         """Answer a request the protocol refused before it was complete (e.g. too large); it then closes."""
-        respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}", close=True))
+        respond(render_error(error, f"{self._id_prefix}{next(self._ids):x}", close=True, message_key=message_key))
 
     def _variant(self, name: str, target_variant: str | None) -> tuple[Deployment, Variant]:
         deployment = self._routes.route(name)

@@ -30,6 +30,7 @@ from modelhost.inference.types import HandlerContext, Invocation, Outcome, Rende
 log = logging.getLogger("modelhost.inference")
 
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]+")  # what may be sent back as Content-Type
+MAX_CUSTOM_ATTRIBUTES = 1024  # SageMaker's limit on X-Amzn-SageMaker-Custom-Attributes
 
 # The toolkit hands the body to input_fn/transform_fn as text for these types, as bytes otherwise.
 TEXT_TYPES = frozenset({"application/json", "text/csv"})
@@ -180,42 +181,49 @@ class Pipeline:
             instances, envelope = decoded.instances, decoded.envelope
         if handlers is not None and handlers.output_fn is not None:
             output_fn, accept = handlers.output_fn, self._user_accept(inv)
-            return _Prepared(instances, lambda p: self._user_output(output_fn(p, accept, context), accept))
+            return _Prepared(
+                instances, lambda p: _with_attributes(self._user_output(output_fn(p, accept, context), accept), context)
+            )
         if request_codec is None:
             request_codec = self.codecs.by_media_type(parse_content_type(inv.content_type).type) or self.codecs.json
         codec = self.codecs.for_response(inv.accept, request_codec)
-        return _Prepared(instances, lambda p: Rendered(codec.encode(p, envelope), codec.media_type))
+        return _Prepared(
+            instances, lambda p: _with_attributes(Rendered(codec.encode(p, envelope), codec.media_type), context)
+        )
 
     # -- toolkit path ------------------------------------------------------------------------
     def _run_toolkit(self, inv: Invocation) -> Outcome:
-        handlers = self.handlers
-        assert handlers is not None
         context = HandlerContext(self.model_dir, inv.request_id, inv.custom_attributes)
-        accept = self._user_accept(inv)
-        content_type = inv.content_type or "application/json"
         try:
-            if handlers.transform_fn is not None:
-                result = handlers.transform_fn(self.model, self._user_body(inv), content_type, accept, context)
-                return self._user_output(result, accept)
-            request_codec = None
-            if handlers.input_fn is not None:
-                data = handlers.input_fn(self._user_body(inv), content_type, context)
-            else:
-                request_codec, media = self.codecs.for_request(inv.content_type)
-                decoded = request_codec.decode(inv.body, media.charset)
-                data = decoded.value if handlers.predict_fn is not None else decoded
-            if handlers.predict_fn is not None:
-                prediction = handlers.predict_fn(data, self.model, context)
-            else:
-                prediction = self._default_predict(data)
-            if handlers.output_fn is not None:
-                return self._user_output(handlers.output_fn(prediction, accept, context), accept)
-            if request_codec is None:
-                request_codec = self.codecs.by_media_type(parse_content_type(inv.content_type).type) or self.codecs.json
-            codec = self.codecs.for_response(inv.accept, request_codec)
-            return Rendered(codec.encode_value(prediction), codec.media_type)
+            return _with_attributes(self._toolkit_answer(inv, context), context)
         except Exception as exc:
             return user_error(exc, inv.request_id)
+
+    def _toolkit_answer(self, inv: Invocation, context: HandlerContext) -> Rendered:
+        handlers = self.handlers
+        assert handlers is not None
+        accept = self._user_accept(inv)
+        content_type = inv.content_type or "application/json"
+        if handlers.transform_fn is not None:
+            result = handlers.transform_fn(self.model, self._user_body(inv), content_type, accept, context)
+            return self._user_output(result, accept)
+        request_codec = None
+        if handlers.input_fn is not None:
+            data = handlers.input_fn(self._user_body(inv), content_type, context)
+        else:
+            request_codec, media = self.codecs.for_request(inv.content_type)
+            decoded = request_codec.decode(inv.body, media.charset)
+            data = decoded.value if handlers.predict_fn is not None else decoded
+        if handlers.predict_fn is not None:
+            prediction = handlers.predict_fn(data, self.model, context)
+        else:
+            prediction = self._default_predict(data)
+        if handlers.output_fn is not None:
+            return self._user_output(handlers.output_fn(prediction, accept, context), accept)
+        if request_codec is None:
+            request_codec = self.codecs.by_media_type(parse_content_type(inv.content_type).type) or self.codecs.json
+        codec = self.codecs.for_response(inv.accept, request_codec)
+        return Rendered(codec.encode_value(prediction), codec.media_type)
 
     def _default_predict(self, data: Any) -> Any:
         assert self.predictor is not None
@@ -252,3 +260,21 @@ class Pipeline:
         if isinstance(result, (bytes, bytearray, memoryview)):
             return Rendered(bytes(result), content_type)
         return Rendered(dumps(result), "application/json")
+
+
+def _with_attributes(rendered: Rendered, context: HandlerContext) -> Rendered:
+    """``rendered`` with the custom attributes a handler set on its context; checked here, since
+    they go out as a header: visible US-ASCII, at most 1024 characters, as SageMaker requires."""
+    attributes = context.response_custom_attributes
+    if attributes is None or attributes == "":
+        return rendered
+    if (
+        not isinstance(attributes, str)
+        or len(attributes) > MAX_CUSTOM_ATTRIBUTES
+        or not _HEADER_VALUE.fullmatch(attributes)
+    ):
+        raise ModelRaised(
+            "the handler set response_custom_attributes to something other than at most "
+            f"{MAX_CUSTOM_ATTRIBUTES} visible US-ASCII characters: {str(attributes)[:80]!r}"
+        )
+    return Rendered(rendered.body, rendered.content_type, attributes)

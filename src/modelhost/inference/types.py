@@ -25,15 +25,22 @@ class Invocation:
 class Rendered:
     body: bytes
     content_type: str
+    custom_attributes: str | None = None  # what the handler set: X-Amzn-SageMaker-Custom-Attributes
 
 
 Outcome = Rendered | InvocationError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandlerContext:
-    """What a user's handler gets as its optional last ``context`` argument."""
+    """What a user's handler gets as its optional last ``context`` argument.
+
+    The request's fields, and one a handler may set: ``response_custom_attributes`` goes back to
+    the client as ``X-Amzn-SageMaker-Custom-Attributes`` (boto3's ``CustomAttributes``), the way
+    SageMaker lets inference code answer with attributes of its own. Not frozen for that field.
+    """
 
     model_dir: Path
     request_id: str | None = None
     custom_attributes: str | None = None
+    response_custom_attributes: str | None = None

@@ -78,7 +78,7 @@ def invoke_endpoint(
     if response.status_code >= 400:
         try:
             error = response.json()
-            code, message = str(error.get("error", "Error")), str(error.get("message", response.text))
+            code, message = str(error.get("error", "Error")), str(error.get("Message", response.text))
         except ValueError:
             code, message = "Error", response.text
         raise InvocationFailed(response.status_code, code, message)

@@ -2,7 +2,8 @@
 
     POST /   X-Amz-Target: SageMaker.<Operation>   Content-Type: application/x-amz-json-1.1
              body: the operation's input as JSON ─► 200 + its output as JSON
-             errors: 400 {"__type": "ValidationException", "message": ...} (botocore reads __type)
+             errors: 400 {"__type": "ValidationException", "Message": ...} (botocore reads __type, and
+             fills the modeled Message of ResourceInUse and the like from "Message" only)
 
 Access: when the platform has a token, a request must be signed (SigV4) with access key id
 ``modelhost`` and the token as the secret key, or carry ``Authorization: Bearer <token>``. Without
@@ -80,7 +81,7 @@ class SageMakerApi:
         except SageMakerError as exc:
             if exc.status >= 500:
                 log.error("%s: %s", exc.code, exc.message)
-            return exc.status, self._headers(request_id), orjson.dumps({"__type": exc.code, "message": exc.message})
+            return exc.status, self._headers(request_id), orjson.dumps({"__type": exc.code, "Message": exc.message})
 
     @staticmethod
     def _headers(request_id: str) -> list[tuple[str, str]]:

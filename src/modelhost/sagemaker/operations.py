@@ -36,6 +36,7 @@ from modelhost.control.resources import (
     with_overrides,
 )
 from modelhost.errors import ResourceNotFound, ValidationFailed
+from modelhost.runtime.deployment import Variant
 from modelhost.sagemaker.images import framework_for
 
 T = TypeVar("T")
@@ -353,23 +354,15 @@ class SageMakerOperations:
                 if deployment is not None
                 else None
             )
-            summary: dict[str, Any] = {
-                "VariantName": variant.variant_name,
-                "DesiredWeight": variant.initial_weight,
-                "DesiredInstanceCount": variant.initial_instance_count,
-            }
+            summary: dict[str, Any] = {"VariantName": variant.variant_name, "DesiredWeight": variant.initial_weight}
             model = await self._model_or_none(variant.model_name)
             if model is not None and model.image:
                 summary["DeployedImages"] = [{"SpecifiedImage": model.image, "ResolvedImage": model.image}]
             if running is not None:
                 summary["CurrentWeight"] = running.weight
-                summary["CurrentInstanceCount"] = len(running.hosts) if running.multi_model else len(running.instances)
             elif running_config is not None:
                 summary["CurrentWeight"] = running_config.initial_weight
-            if "ServerlessConfig" in variant.properties:
-                summary["CurrentServerlessConfig"] = summary["DesiredServerlessConfig"] = variant.properties[
-                    "ServerlessConfig"
-                ]
+            summary.update(_capacity(variant, running, running_config))
             summaries.append(summary)
         return summaries
 
@@ -540,3 +533,20 @@ def _with_token(answer: dict[str, Any], token: str | None) -> dict[str, Any]:
     if token is not None:
         answer["NextToken"] = token
     return answer
+
+
+def _capacity(
+    desired: ProductionVariant, running: Variant | None, running_config: ProductionVariant | None
+) -> dict[str, Any]:
+    """A variant summary's instance counts, or for a serverless variant its serverless configs instead:
+    SageMaker reports no instance counts for one (DesiredInstanceCount: 1 would be an invention)."""
+    capacity: dict[str, Any] = {}
+    if "ServerlessConfig" in desired.properties:
+        capacity["DesiredServerlessConfig"] = desired.properties["ServerlessConfig"]
+    else:
+        capacity["DesiredInstanceCount"] = desired.initial_instance_count
+    if running_config is not None and "ServerlessConfig" in running_config.properties:
+        capacity["CurrentServerlessConfig"] = running_config.properties["ServerlessConfig"]
+    elif running is not None:
+        capacity["CurrentInstanceCount"] = len(running.hosts) if running.multi_model else len(running.instances)
+    return capacity

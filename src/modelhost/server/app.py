@@ -103,7 +103,8 @@ class ModelServerApp:
             raise
         outcome = await self.batcher.submit(Invocation(body, content_type, accept, attributes, request_id), deadline)
         if isinstance(outcome, Rendered):
-            await _respond(send, 200, outcome.body, outcome.content_type.encode("latin-1"), request_id)
+            extra = _attribute_headers(outcome)
+            await _respond(send, 200, outcome.body, outcome.content_type.encode("latin-1"), request_id, extra=extra)
         else:
             if outcome.status >= 500:
                 log.warning("request %s: %s %s", request_id, outcome.status, outcome.message)
@@ -130,6 +131,13 @@ class ModelServerApp:
 
     def _too_large(self) -> str:
         return f"the request body is larger than the limit of {self._max_payload_bytes / 1024 / 1024:g} MB"
+
+
+def _attribute_headers(outcome: Rendered) -> list[tuple[bytes, bytes]] | None:
+    """The custom attributes the model set, as SageMaker's response header (None: it set none)."""
+    if outcome.custom_attributes is None:
+        return None
+    return [(b"x-amzn-sagemaker-custom-attributes", outcome.custom_attributes.encode("latin-1"))]
 
 
 async def _respond(

@@ -493,11 +493,10 @@ class HandedConnection(asyncio.Protocol):
 def _render(service: HandoffService, outcome: Outcome, request_id: str) -> bytes:
     """The bytes the front door would have sent for this outcome of the model server."""
     if isinstance(outcome, Rendered):
-        headers = [
-            (b"content-type", outcome.content_type.encode("latin-1")),
-            service.variant_header,
-            (b"x-amzn-requestid", request_id.encode()),
-        ]
+        headers = [(b"content-type", outcome.content_type.encode("latin-1"))]
+        if outcome.custom_attributes is not None:  # where the front door puts it too (proxy._answer)
+            headers.append((b"x-amzn-sagemaker-custom-attributes", outcome.custom_attributes.encode("latin-1")))
+        headers += [service.variant_header, (b"x-amzn-requestid", request_id.encode())]
         return render(200, headers, outcome.body)
     if outcome.status >= 500:
         log.warning("request %s: %s %s", request_id, outcome.status, outcome.message)
