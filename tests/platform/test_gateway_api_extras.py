@@ -67,6 +67,22 @@ def handler(event, context):
     }
 """
 
+# With a token: the function's credential invokes endpoints, and nothing else.
+MANAGER = """
+import boto3
+
+from modelhost.runtime import invoke_endpoint
+
+
+def handler(event, context):
+    try:
+        boto3.client("sagemaker").list_endpoints()
+        control = "allowed"
+    except Exception as exc:
+        control = exc.response["Error"]["Code"] if hasattr(exc, "response") else repr(exc)
+    return {"control": control, "runtime": invoke_endpoint("guarded", ["great amazing day"])}
+"""
+
 ECHO = """
 def handler(event, context):
     return {"version": "%s", "path": event["path"]}
@@ -133,6 +149,24 @@ def test_a_function_with_aws_credentials_of_its_own_still_reaches_the_endpoint(h
     assert result["boto3_platform_credential"] == [1, 0]
     assert result["boto3"].startswith("ClientError"), result
     assert "UnrecognizedClient" in result["boto3"], result
+
+
+def test_a_functions_credential_may_invoke_but_not_manage_a_platform_with_a_token(
+    tmp_path: Path, sentiment_model: Path
+) -> None:
+    code = tmp_path / "manager"
+    code.mkdir()
+    (code / "app.py").write_text(textwrap.dedent(MANAGER))
+    token = "t-" + "x" * 30
+    with platforms(tmp_path / "with-token") as start:
+        platform = start(token=token)
+        platform.deploy(sentiment_model, "guarded", require_api_key=True)
+        platform.client.create_function("manager", code, "app.handler")
+        platform.client.create_route("POST", "/v1/manager", function="manager")
+        with httpx.Client(base_url=platform.url, timeout=60) as http:
+            answer = http.post("/v1/manager", json={})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"control": "UnrecognizedClientException", "runtime": [1]}
 
 
 # -- apikey usage and ls --------------------------------------------------------------------------------------

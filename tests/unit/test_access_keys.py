@@ -15,6 +15,7 @@ from botocore.credentials import Credentials
 from modelhost.control.access import (
     ACCESS_KEY_PREFIX,
     ADMIN_ACCESS_KEY_ID,
+    FUNCTIONS_ACCESS_KEY_ID,
     KEY_PREFIX,
     AccessTable,
     derive_key,
@@ -237,6 +238,24 @@ def test_the_admin_id_without_a_token_is_refused_on_a_protected_endpoint() -> No
     table, _, _ = table_with_key(admin_token=None)
 
     assert table.check_signed("a", ADMIN_ACCESS_KEY_ID)[:2] == (403, "Forbidden")  # type: ignore[index]
+
+
+def test_functions_get_a_credential_derived_from_the_master_that_may_invoke_every_endpoint() -> None:
+    table, _, _ = table_with_key(("a",), admin_token=None)
+    credentials = table.function_credentials()
+    assert credentials == (FUNCTIONS_ACCESS_KEY_ID, derive_key(MASTER, FUNCTIONS_ACCESS_KEY_ID))
+    assert table.secret_for(FUNCTIONS_ACCESS_KEY_ID) == credentials[1]
+    assert credentials[1] != derive_key(b"o" * 32, FUNCTIONS_ACCESS_KEY_ID)  # another state dir, another secret
+    assert table.check_signed("a", FUNCTIONS_ACCESS_KEY_ID) is None
+    assert table.check_signed("b", FUNCTIONS_ACCESS_KEY_ID) is None
+
+
+def test_without_a_master_functions_have_no_credential() -> None:
+    table = AccessTable(None, ADMIN_TOKEN)
+    table.set_protected("a", True)
+    assert table.function_credentials() is None
+    assert table.secret_for(FUNCTIONS_ACCESS_KEY_ID) is None
+    assert table.check_signed("a", FUNCTIONS_ACCESS_KEY_ID)[:2] == (403, "Forbidden")  # type: ignore[index]
 
 
 def test_unprotecting_an_endpoint_opens_it() -> None:

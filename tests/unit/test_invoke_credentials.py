@@ -15,9 +15,9 @@ from modelhost.sagemaker import sigv4
 URL = "http://127.0.0.1:7070/endpoints/churn/invocations"
 BODY = b'{"x": 1}'
 HEADERS = {"content-type": "application/json"}
-PLATFORM = {"MODELHOST_ACCESS_KEY_ID": "modelhost", "MODELHOST_SECRET_ACCESS_KEY": "platform-secret"}
+PLATFORM = {"MODELHOST_ACCESS_KEY_ID": "modelhost-functions", "MODELHOST_SECRET_ACCESS_KEY": "platform-secret"}
 AWS = {"AWS_ACCESS_KEY_ID": "MHKABCDEFGHIJKLMNOPQ", "AWS_SECRET_ACCESS_KEY": "mhk_the-key"}
-SECRETS = {"modelhost": "platform-secret", "MHKABCDEFGHIJKLMNOPQ": "mhk_the-key"}
+SECRETS = {"modelhost-functions": "platform-secret", "MHKABCDEFGHIJKLMNOPQ": "mhk_the-key"}
 
 
 def verified_as(headers: dict[str, str], body: bytes = BODY) -> str:
@@ -34,7 +34,7 @@ def test_an_api_key_is_sent_as_x_api_key_and_wins_over_signing() -> None:
 def test_a_function_signs_with_the_platforms_credential_before_any_aws_credentials() -> None:
     headers = authenticated(URL, BODY, HEADERS, None, {**AWS, **PLATFORM})
     assert "x-api-key" not in headers
-    assert verified_as(headers) == "modelhost"
+    assert verified_as(headers) == "modelhost-functions"
 
 
 def test_without_the_platforms_credential_it_signs_with_aws_credentials_as_boto3_would() -> None:

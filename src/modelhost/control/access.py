@@ -23,7 +23,10 @@ from modelhost.control.resources import ApiKey
 
 KEY_PREFIX = "mhk_"
 ACCESS_KEY_PREFIX = "MHK"
-ADMIN_ACCESS_KEY_ID = "modelhost"  # signs with the platform's token as the secret: may do anything"
+ADMIN_ACCESS_KEY_ID = "modelhost"  # signs with the platform's token as the secret: may do anything
+# The platform's own functions sign with this id (and a secret derived from the master): they may
+# invoke every endpoint, as a Lambda's role may, and nothing else (the control API refuses it).
+FUNCTIONS_ACCESS_KEY_ID = "modelhost-functions"
 
 
 def new_key() -> str:
@@ -78,10 +81,19 @@ class AccessTable:
         access_key_id = new_access_key_id()
         return derive_key(self._master, access_key_id), access_key_id
 
+    def function_credentials(self) -> tuple[str, str] | None:
+        """(access key id, secret) the platform gives its functions: may invoke endpoints, nothing else."""
+        if self._master is None:
+            return None
+        return FUNCTIONS_ACCESS_KEY_ID, derive_key(self._master, FUNCTIONS_ACCESS_KEY_ID)
+
     def secret_for(self, access_key_id: str) -> str | None:
         """The key behind ``access_key_id``, to verify a signature with (None: unknown or revoked)."""
         if access_key_id == ADMIN_ACCESS_KEY_ID:
             return self._admin_token
+        if access_key_id == FUNCTIONS_ACCESS_KEY_ID:
+            credentials = self.function_credentials()
+            return credentials[1] if credentials else None
         if self._master is None or access_key_id not in self._by_access_key_id:
             return None
         return derive_key(self._master, access_key_id)
@@ -107,6 +119,8 @@ class AccessTable:
         """Like ``check``, for a request whose signature by ``access_key_id`` has been verified."""
         if endpoint not in self._protected or (access_key_id == ADMIN_ACCESS_KEY_ID and self._admin_token):
             return None
+        if access_key_id == FUNCTIONS_ACCESS_KEY_ID and self._master is not None:
+            return None  # verified against the derived secret: one of the platform's functions
         return self._in_scope(endpoint, self._by_access_key_id.get(access_key_id))
 
     @staticmethod

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from modelhost.control.access import ADMIN_ACCESS_KEY_ID
 from modelhost.control.artifact_store import ArtifactStore
 from modelhost.control.controller import Controller
 from modelhost.control.gateway_resources import Function, FunctionState, Route, TargetKind
@@ -52,14 +51,14 @@ class GatewayController:
         hosting: Controller,
         *,
         platform_url: str,
-        admin_token: str | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.artifacts = artifacts
         self._hosting = hosting
         self._platform_url = platform_url
-        self._admin_token = admin_token
+        self._credentials = credentials  # (access key id, secret) every function signs its invocations with
         self._tasks = LifecycleTasks("function", log)
         self._sinks: list[RouteSink] = []
         self._states: dict[str, str] = {}  # last known state per function, for the gateway
@@ -153,12 +152,13 @@ class GatewayController:
             "AWS_ENDPOINT_URL_SAGEMAKER": self._platform_url,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        if self._admin_token:  # what modelhost.runtime.invoke_endpoint signs with, whatever AWS_* hold
-            defaults[ACCESS_KEY_ID_VARIABLE] = ADMIN_ACCESS_KEY_ID
-            defaults[SECRET_VARIABLE] = self._admin_token
-        if "AWS_ACCESS_KEY_ID" not in os.environ:  # boto3 signs with something: the admin credentials
-            defaults["AWS_ACCESS_KEY_ID"] = ADMIN_ACCESS_KEY_ID
-            defaults["AWS_SECRET_ACCESS_KEY"] = self._admin_token or "unused-without-a-token"
+        if self._credentials is not None:  # what modelhost.runtime.invoke_endpoint signs with, whatever AWS_* hold
+            access_key_id, secret = self._credentials
+            defaults[ACCESS_KEY_ID_VARIABLE] = access_key_id
+            defaults[SECRET_VARIABLE] = secret
+            if "AWS_ACCESS_KEY_ID" not in os.environ:  # and boto3, unless the platform has AWS credentials
+                defaults["AWS_ACCESS_KEY_ID"] = access_key_id
+                defaults["AWS_SECRET_ACCESS_KEY"] = secret
         environment = {
             **defaults,
             **function.environment,

@@ -98,7 +98,6 @@ def _functions(  # noqa: PLR0917 (the composition root's pieces, passed once)
     controller: Controller,
     launcher: Launcher,
     port: int,
-    admin_secret: str,
     environment: dict[str, str],
 ) -> tuple[GatewayController, LocalRuntime]:
     """Functions: a runtime of their own (sharing the launcher) and their controller."""
@@ -116,7 +115,7 @@ def _functions(  # noqa: PLR0917 (the composition root's pieces, passed once)
         artifacts,
         controller,
         platform_url=_local_url(settings.host, port),
-        admin_token=admin_secret,
+        credentials=controller.access.function_credentials(),
     )
     return gateway_controller, functions_runtime
 
@@ -229,19 +228,16 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
         launcher=launcher,
         handoff=settings.connection_handoff,
     )
-    # What the platform's own functions sign with (access key id "modelhost"): the token, or without
-    # one a secret made for this run, so their boto3 can invoke endpoints that require a key.
-    admin_secret = token or secrets.token_urlsafe(32)
     controller = Controller(
         store,
         runtime,
         artifacts,
         signing_master=_signing_master(settings.state_dir),
-        admin_token=admin_secret,
+        admin_token=token,  # signed requests by access key id "modelhost" need the token as the secret
         max_instances=settings.max_instances,
     )
     gateway_controller, functions_runtime = _functions(
-        settings, store, artifacts, controller, launcher, public.getsockname()[1], admin_secret, environment
+        settings, store, artifacts, controller, launcher, public.getsockname()[1], environment
     )
     capture = DataCapture(settings.state_dir / "capture-spool", _capture_destinations(artifacts, settings))
     front_door = FrontDoor(
