@@ -72,6 +72,7 @@ class Settings:
     workloads_src: Path
     cache_dir: Path
     run_dir: Path  # this run's logs, request bodies and wrk reports
+    handoff: bool = True  # `up --no-handoff` when False: every request proxied by the front door
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -87,6 +88,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         default=Path(os.environ.get("MODELHOST_WORKLOADS_SRC", DEFAULT_WORKLOADS_SRC)),
         help="folder of make_models.py and workloads.py (../shared/workloads)",
+    )
+    parser.add_argument(
+        "--no-handoff",
+        dest="handoff",
+        action="store_false",
+        help="start `modelhost up --no-handoff`: the front door proxies every request (the path before hand-off)",
     )
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache", help="built models go here (.cache)")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results", help="benchmarks/results")
@@ -105,6 +112,7 @@ def build_settings(args: argparse.Namespace, run_dir: Path) -> Settings:
         workloads_src=args.workloads_src.resolve(),
         cache_dir=args.cache_dir.resolve(),
         run_dir=run_dir,
+        handoff=args.handoff,
     )
     if settings.duration_s < 1 or settings.rounds < 1 or settings.warmup_s < 0 or settings.cold_runs < 0:
         raise SystemExit("--duration and --rounds must be at least 1, --warmup and --cold-runs at least 0")
@@ -331,7 +339,7 @@ def run_benchmark(settings: Settings, results: Results, holder: list[Platform]) 
     if results.stripped_environment:
         print(f"   left out of modelhost's environment: {', '.join(results.stripped_environment)}")
     print("== modelhost up", flush=True)
-    platform_ = Platform(settings.run_dir, environment)
+    platform_ = Platform(settings.run_dir, environment, () if settings.handoff else ("--no-handoff",))
     holder.append(platform_)
     healthy_s = platform_.wait_healthy()
     results.up = {"pid": platform_.pid, "port": platform_.port, "command": platform_.command, "healthy_s": healthy_s}

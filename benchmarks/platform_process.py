@@ -65,7 +65,7 @@ class Cli:
 class Platform:
     """`modelhost up` on a free port with a fresh state directory, in a process group of its own."""
 
-    def __init__(self, run_dir: Path, environment: dict[str, str]) -> None:
+    def __init__(self, run_dir: Path, environment: dict[str, str], up_options: Sequence[str] = ()) -> None:
         self.command = modelhost_command()
         self.port = free_port()
         self.state_dir = Path(tempfile.mkdtemp(prefix="modelhost-frontdoor-"))
@@ -75,7 +75,7 @@ class Platform:
         self.environment = environment
         self.seen: dict[int, int] = {}  # every process `up` started that we saw: pid -> start ticks
         run_dir.mkdir(parents=True, exist_ok=True)
-        args = [self.command, "up", "--port", str(self.port), "--state-dir", str(self.state_dir)]
+        args = [self.command, "up", "--port", str(self.port), "--state-dir", str(self.state_dir), *up_options]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 args,
