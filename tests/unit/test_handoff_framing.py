@@ -16,14 +16,14 @@ import uuid
 import pytest
 
 from modelhost.frontdoor.handoff import Handoff
-from modelhost.server.handoff import (
+from modelhost.server.handoff import parse_head
+from modelhost.server.handoff_channel import (
     CHUNK,
     CONNECTION,
     MORE,
     RECALL,
     RETURNED,
     Outbox,
-    parse_head,
     parse_returned,
     receive,
     returned_messages,

@@ -2,10 +2,11 @@
 
 After the front door answered a plain invocation (see ``FrontDoor.handle`` for what qualifies),
 the connection goes to the worker that served it, which answers its next requests itself: the
-front door's CPU per request drops to nothing for such traffic. The wire format and the
-worker's side are in ``modelhost.server.handoff``; this module keeps the channels (opened on
-first use, closed when the worker closes its end) and turns connections that come back into
-front door connections again, with the bytes the worker had read of their next request.
+front door's CPU per request drops to nothing for such traffic. The wire format is in
+``modelhost.server.handoff_channel``, the worker's side in ``modelhost.server.handoff``. This
+module keeps the channels (opened on first use, closed when the worker closes its end) and turns
+connections that come back into front door connections again, with the bytes the worker had read
+of their next request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelhost.server.handoff import CONNECTION, MORE, RECALL, RETURNED, parse_returned, receive, send_with_fd
+from modelhost.server.handoff_channel import CONNECTION, MORE, RECALL, RETURNED, parse_returned, receive, send_with_fd
 
 log = logging.getLogger("modelhost.frontdoor")
 

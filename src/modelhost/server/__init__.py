@@ -14,7 +14,7 @@ import orjson
 from modelhost.artifacts import resolve_artifact
 from modelhost.errors import ArtifactError, ModelhostError
 from modelhost.inference.loader import load_model
-from modelhost.server.handoff import bind_handoff_sockets
+from modelhost.server.handoff_channel import bind_handoff_sockets
 from modelhost.server.loading import LoadingResponder
 from modelhost.server.supervisor import Supervisor
 from modelhost.settings import ServerSettings
