@@ -13,7 +13,7 @@ import pytest
 from modelhost.control.gateway_resources import Route, TargetKind
 from modelhost.control.resources import ApiKey
 from modelhost.frontdoor.gateway import CompiledRoutes, RouteMatch
-from modelhost.frontdoor.lambda_proxy import event_headers, proxy_event
+from modelhost.frontdoor.lambda_proxy import RouteRequest, event_headers, proxy_event
 from modelhost.functions.bridge import LambdaContext
 
 ITEMS = Route("ANY", "/v1/items/{id}", TargetKind.FUNCTION, "fn")
@@ -48,8 +48,7 @@ def test_each_parameter_is_decoded_on_its_own() -> None:
 
 def test_the_events_path_stays_as_sent_and_its_parameters_decoded() -> None:
     url = b"/v1/items/a%20b?q=x%20y"
-    event = proxy_event(matched(url.decode().partition("?")[0]), method="GET", url=url, headers=[], body=b"",
-                        request_id="r-1", key=None)  # fmt: skip
+    event = proxy_event(RouteRequest(matched(url.decode().partition("?")[0]), "GET", url, [], b"", "r-1"))
     assert event["path"] == "/v1/items/a%20b"
     assert event["requestContext"]["path"] == "/v1/items/a%20b"
     assert event["pathParameters"] == {"id": "a b"}
@@ -73,14 +72,16 @@ def test_without_the_sent_names_headers_are_lowercase() -> None:
 def test_the_gateway_reads_a_header_whatever_its_case() -> None:
     """The gateway's own lookups (content type here) see lowercase names, the event the sent ones."""
     event = proxy_event(
-        matched("/v1/items/1", "POST"),
-        method="POST",
-        url=b"/v1/items/1",
-        headers=[(b"content-type", b"application/octet-stream")],
-        body=b"\xff\xfe",
-        request_id="r-2",
-        key=None,
-        names=[b"CONTENT-TYPE"],
+        RouteRequest(
+            matched("/v1/items/1", "POST"),
+            method="POST",
+            url=b"/v1/items/1",
+            headers=[(b"content-type", b"application/octet-stream")],
+            body=b"\xff\xfe",
+            request_id="r-2",
+            key=None,
+            names=[b"CONTENT-TYPE"],
+        )
     )
     assert event["headers"] == {"CONTENT-TYPE": "application/octet-stream"}
     assert event["isBase64Encoded"] is True
@@ -89,15 +90,17 @@ def test_the_gateway_reads_a_header_whatever_its_case() -> None:
 def test_the_identity_names_the_caller() -> None:
     key = ApiKey("mobile-app", "0" * 64, "mhk_abcd")
     event = proxy_event(
-        matched("/v1/items/1"),
-        method="GET",
-        url=b"/v1/items/1",
-        headers=[(b"user-agent", b"curl/8.5"), (b"host", b"api.example:8080")],
-        body=b"",
-        request_id="r-3",
-        key=key,
-        names=[b"User-Agent", b"Host"],
-        source_ip="203.0.113.9",
+        RouteRequest(
+            matched("/v1/items/1"),
+            method="GET",
+            url=b"/v1/items/1",
+            headers=[(b"user-agent", b"curl/8.5"), (b"host", b"api.example:8080")],
+            body=b"",
+            request_id="r-3",
+            key=key,
+            names=[b"User-Agent", b"Host"],
+            source_ip="203.0.113.9",
+        )
     )
     context = event["requestContext"]
     identity = context["identity"]
@@ -114,8 +117,8 @@ def test_the_identity_names_the_caller() -> None:
 
 
 def test_without_a_key_the_identity_has_no_key() -> None:
-    event = proxy_event(matched("/v1/items/1"), method="GET", url=b"/v1/items/1", headers=[], body=b"",
-                        request_id="r-4", key=None, source_ip="::1")  # fmt: skip
+    request = RouteRequest(matched("/v1/items/1"), "GET", b"/v1/items/1", [], b"", "r-4", source_ip="::1")
+    event = proxy_event(request)
     identity = event["requestContext"]["identity"]
     assert (identity["apiKey"], identity["apiKeyId"], identity["userAgent"]) == (None, None, None)
     assert identity["sourceIp"] == "::1"

@@ -31,7 +31,7 @@ import orjson
 from modelhost.control.gateway_resources import Cors, Route, TargetKind
 from modelhost.control.resources import ApiKey
 from modelhost.frontdoor.answers import render_route_error
-from modelhost.frontdoor.lambda_proxy import function_response, header, proxy_event
+from modelhost.frontdoor.lambda_proxy import RouteRequest, function_response, header, proxy_event
 from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render
 from modelhost.frontdoor.throttle import Buckets, Demand, retry_after
 from modelhost.frontdoor.upstream import UpstreamError, UpstreamResponse, encode_request
@@ -237,16 +237,7 @@ class Gateway:
                 self._door.handle(b"POST", path, headers, body, respond)
                 return
             self._call_function(
-                found,
-                method=method,
-                url=url,
-                headers=headers,
-                body=body,
-                request_id=request_id,
-                key=key,
-                respond=respond,
-                names=names,
-                source_ip=source_ip,
+                RouteRequest(found, method, url, headers, body, request_id, key, names, source_ip), respond
             )
         except FrontDoorError as exc:
             respond(render_route_error(exc, request_id))
@@ -325,21 +316,8 @@ class Gateway:
         )
 
     # -- functions ------------------------------------------------------------------------------------
-    def _call_function(
-        self,
-        found: RouteMatch,
-        *,
-        method: str,
-        url: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        request_id: str,
-        key: ApiKey | None,
-        respond: Respond,
-        names: Sequence[bytes],
-        source_ip: str,
-    ) -> None:
-        name = found.route.target
+    def _call_function(self, request: RouteRequest, respond: Respond) -> None:
+        name = request.found.route.target
         deployment = self._functions.route(name)
         if deployment is None:
             state = self._function_state(name)
@@ -349,24 +327,13 @@ class Gateway:
                 f"Function {name} is {state or 'not running'}; it has no instance to call."
                 + (" Retry shortly." if state in (None, "Pending") else f" See `modelhost function logs {name}`."),
             )
-        event = proxy_event(
-            found,
-            method=method,
-            url=url,
-            headers=headers,
-            body=body,
-            request_id=request_id,
-            key=key,
-            names=names,
-            source_ip=source_ip,
-        )
-        request = encode_request(
+        encoded = encode_request(
             b"POST",
             b"/invocations",
-            [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())],
-            orjson.dumps(event),
+            [(b"content-type", b"application/json"), (b"x-request-id", request.request_id.encode())],
+            orjson.dumps(proxy_event(request)),
         )
-        call = _FunctionCall(self, name, deployment, request, request_id, respond)
+        call = _FunctionCall(self, name, deployment, encoded, request.request_id, respond)
         call.send()
 
     async def expire_overdue_forever(self, every_s: float = 1.0) -> None:

@@ -13,6 +13,7 @@ import base64
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -37,26 +38,36 @@ def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return next((value for found, value in headers if found == name), None)
 
 
-def proxy_event(
-    found: RouteMatch,
-    *,
-    method: str,
-    url: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    request_id: str,
-    key: ApiKey | None,
-    names: Sequence[bytes] = (),
-    source_ip: str = "",
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """One request for a function's route, as the gateway read it: what the event is made of.
+
+    ``headers`` have lowercase names (the gateway looks them up so); ``names`` are those names as
+    the client sent them, one for each header; ``source_ip`` is the peer's address.
+    """
+
+    found: RouteMatch
+    method: str
+    url: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    request_id: str
+    key: ApiKey | None = None
+    names: Sequence[bytes] = ()
+    source_ip: str = ""
+
+
+def proxy_event(request: RouteRequest) -> dict[str, Any]:
     """API Gateway's Lambda proxy event (REST API, payload format 1.0), as the seeds' handlers read it.
 
     ``path`` stays percent-encoded, as REST APIs pass it; path parameters and the query are decoded.
-    Headers keep the names the client sent (``names``, one for each of ``headers``; lowercase if none).
+    Headers keep the names the client sent (lowercase where those are not known).
     """
+    found, method, url, headers, body = request.found, request.method, request.url, request.headers, request.body
+    request_id, key, source_ip = request.request_id, request.key, request.source_ip
     path_bytes, _, query_bytes = url.partition(b"?")
     path = path_bytes.decode("utf-8", "replace")
-    single, multi = event_headers(headers, names)
+    single, multi = event_headers(headers, request.names)
     content_type = (header(headers, b"content-type") or b"").lower()
     query_single: dict[str, str] = {}
     query_multi: dict[str, list[str]] = {}
