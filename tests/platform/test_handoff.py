@@ -234,6 +234,15 @@ def test_a_foreign_request_with_a_large_body_comes_back_whole(connection: Connec
     assert connection.invoke().status == 200
 
 
+def test_a_head_over_the_limit_on_a_handed_connection_is_the_front_door_s_431(connection: Connection) -> None:
+    hand_over(connection)
+    answer = connection.invoke(X_Big="a" * 70_000)
+    assert answer.status == 431
+    assert answer.headers["x-amzn-errortype"] == "RequestHeaderFieldsTooLarge"
+    assert not answer.handed()
+    assert connection.closed_by_server(5)
+
+
 def test_pipelined_requests_are_answered_in_order(connection: Connection) -> None:
     hand_over(connection)
     bad = request_bytes("POST", f"/endpoints/{ENDPOINT}/invocations", b'["x"')

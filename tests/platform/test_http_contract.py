@@ -142,6 +142,49 @@ def test_a_413_says_the_connection_closes(served: Platform) -> None:
     assert b"connection: close" in headers, answer[:500]
 
 
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a connection of its own and read until the server closes it (or 10 s pass)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # it may stop reading (and reset) before all is in
+            sock.sendall(data)
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"x-big: " + b"a" * 70_000 + b"\r\n",  # one long header
+        b"".join(b"x-h%d: v\r\n" % index for index in range(8_000)),  # many short ones
+        b"x-huge: " + b"a" * 5_000_000 + b"\r\n",  # one the parser is still buffering
+    ],
+    ids=["long", "many", "huge"],
+)
+def test_a_head_over_64_kb_is_431_and_the_connection_closes(served: Platform, head: bytes) -> None:
+    request = f"POST {INVOCATIONS} HTTP/1.1\r\nhost: x\r\n".encode() + head + b"content-length: 2\r\n\r\n[]"
+    answer = raw_exchange(served.port, request)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large", answer[:300]
+    head_lines, _, body = rest.partition(b"\r\n\r\n")
+    assert b"connection: close" in head_lines.lower().split(b"\r\n")
+    error = orjson.loads(body)
+    assert error["error"] == "RequestHeaderFieldsTooLarge"
+    assert "64 KB" in error["Message"]
+
+
+def test_a_head_just_under_the_limit_and_many_pipelined_requests_are_served(served: Platform) -> None:
+    body = b'["great amazing day"]'
+    one = f"POST {INVOCATIONS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n".encode()
+    near_limit = one + b"x-big: " + b"a" * 60_000 + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    small = one + b"content-length: %d\r\n\r\n" % len(body) + body
+    last = one + b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    answer = raw_exchange(served.port, near_limit + small * 2_000 + last)  # ~250 KB in a few reads
+    assert answer.count(b"HTTP/1.1 200 OK") == 2_002, answer[:300]
+
+
 def test_a_body_under_the_limit_is_served(http: httpx.Client) -> None:
     texts = ["great amazing day"] * 40_000  # ~800 KB
     response = http.post(INVOCATIONS, content=orjson.dumps(texts), headers=JSON)

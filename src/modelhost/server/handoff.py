@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from modelhost.frontdoor.answers import FrontDoorError, model_error, render, render_error
+from modelhost.frontdoor.answers import MAX_HEAD_BYTES, FrontDoorError, model_error, render, render_error
 from modelhost.inference.types import Invocation, Outcome, Rendered
 from modelhost.server.batcher import AdaptiveBatcher
 from modelhost.server.handoff_channel import CONNECTION, RECALL, Outbox, receive
@@ -38,7 +38,6 @@ from modelhost.server.responses import error_body
 
 log = logging.getLogger("modelhost.handoff")
 
-MAX_HEAD = 64 * 1024  # a head longer than this is the front door's to refuse
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")
 _FOREIGN = frozenset(
     {
@@ -241,12 +240,12 @@ class HandedConnection(asyncio.Protocol):
             return
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffer) > MAX_HEAD:
+            if len(buffer) > MAX_HEAD_BYTES:  # the front door's 431
                 self._give_back()
             else:
                 self._arm_read_deadline()
             return
-        head = parse_head(bytes(buffer[:end]), self._service.path)
+        head = parse_head(bytes(buffer[:end]), self._service.path) if end <= MAX_HEAD_BYTES else None
         if head is None:
             self._give_back()
             return
