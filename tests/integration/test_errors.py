@@ -423,6 +423,32 @@ def test_slow_headers_are_cut_off_too(regression: ServerProcess) -> None:
     assert b'"error":"RequestTimeout"' in answer
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"X-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 2\r\n\r\n[]",
+        b"".join(b"X-H%d: v\r\n" % n for n in range(8_000)) + b"Content-Length: 2\r\n\r\n[]",
+        b"X-Huge: " + b"a" * 5_000_000,  # never finished: the parser is still buffering it
+    ],
+    ids=["long", "many", "unfinished-huge"],
+)
+def test_a_head_over_64_kb_is_431_and_the_worker_lives_on(regression: ServerProcess, head: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", regression.port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # it may stop reading (and reset) once it has answered
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n" + head)
+        status, headers, body = read_raw_response(sock, timeout=10)
+    assert status == 431
+    assert headers["connection"] == "close"
+    assert json.loads(body)["error"] == "RequestHeaderFieldsTooLarge"
+    near_limit = {"x-big": "a" * 60_000}
+    response = httpx.post(
+        f"http://127.0.0.1:{regression.port}/invocations",
+        content=b"[[1, 2, 3]]",
+        headers={"content-type": "application/json", **near_limit},
+    )
+    assert response.status_code == 200
+
+
 # -- codecs over HTTP ---------------------------------------------------------------------------
 def npy_bytes(array: np.ndarray, *, allow_pickle: bool = False) -> bytes:
     buffer = io.BytesIO()

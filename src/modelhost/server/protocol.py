@@ -10,6 +10,10 @@ uvicorn writes a response's head and body with two ``transport.write`` calls, ea
 syscall made while holding the GIL: measured, a third of a worker's event-loop time with a fast
 model. ``CoalescingTransport`` holds the head back until the body follows in the same turn of
 the loop and sends both at once.
+
+uvicorn takes a request head of any size; here a request line and headers over
+``MAX_HEAD_BYTES`` (64 KB, as the platform's front door) are a 431, so a client cannot make a
+worker buffer headers until it runs out of memory.
 """
 
 from __future__ import annotations
@@ -20,11 +24,29 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from modelhost.frontdoor.answers import MAX_HEAD_BYTES
+
+_MAX_UNPARSED_HEAD = 16 * MAX_HEAD_BYTES  # read while in a head (a read may hold a previous request too)
+
 
 def _timeout_response(seconds: float) -> bytes:
     body = orjson.dumps({"error": "RequestTimeout", "message": f"the request did not arrive within {seconds:g} s"})
     head = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
     return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+def _head_too_large_response() -> bytes:
+    message = f"the request line and headers are larger than the limit of {MAX_HEAD_BYTES // 1024} KB"
+    body = orjson.dumps({"error": "RequestHeaderFieldsTooLarge", "message": message})
+    head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+_HEAD_TOO_LARGE = _head_too_large_response()
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop it; uvicorn then answers through ``send_400_response``."""
 
 
 class CoalescingTransport:
@@ -66,14 +88,54 @@ class ReadDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
+        self._in_head = False
+        self._head_bytes = 0  # of the request line and headers parsed so far
+        self._head_read = 0  # bytes read while in a head, parsed or not
+        self._head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(CoalescingTransport(transport, self.loop))
         self._arm()
 
+    def data_received(self, data: bytes) -> None:
+        if self._head_too_large:
+            return
+        super().data_received(data)
+        if self._in_head and not self._head_too_large:
+            self._head_read += len(data)
+            if self._head_read > _MAX_UNPARSED_HEAD:  # one header line the parser is still buffering
+                self._head_too_large = True
+                self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_too_large:
+            super().send_400_response(msg)
+            return
+        self.transport.write(_HEAD_TOO_LARGE)
+        self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_head, self._head_bytes, self._head_read = True, 0, 0
         self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._head_too_large = True
+            raise _HeadTooLarge
 
     def on_message_complete(self) -> None:
         self._disarm()
