@@ -137,3 +137,19 @@ def test_each_status_the_platform_can_answer_is_documented(
         if status != "200":
             assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert "Retry-After" in responses["429"]["headers"]
+
+
+def test_an_endpoint_route_takes_the_model_servers_media_types_and_a_schema_route_json_only() -> None:
+    document = routes_document(
+        [
+            route("POST", "/v1/score", "churn", kind=TargetKind.ENDPOINT),
+            route("POST", "/v1/checked", "churn", kind=TargetKind.ENDPOINT, request_schema=SCHEMA),
+            route("POST", "/v1/fn"),
+        ]
+    )
+    validate(document)
+    content = {path: set(item["post"]["requestBody"]["content"]) for path, item in document["paths"].items()}
+    served = {"application/json", "text/csv", "application/jsonlines", "text/plain", "application/x-npy"}
+    assert content["/v1/score"] == served
+    assert content["/v1/checked"] == {"application/json"}
+    assert content["/v1/fn"] == {"application/json"}

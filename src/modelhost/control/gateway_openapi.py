@@ -21,6 +21,7 @@ from modelhost.control.gateway_resources import Route, TargetKind
 
 _EXPANDED = ("get", "post", "put", "patch", "delete")  # what ANY stands for here (HEAD and OPTIONS: implied)
 _ORDER = ("get", "head", "post", "put", "patch", "delete")  # of the methods of a path in the document
+_ENDPOINT_TEXT_TYPES = ("text/csv", "application/jsonlines", "text/plain")
 _ERROR_SCHEMA = {
     "type": "object",
     "required": ["error", "message"],
@@ -119,10 +120,12 @@ def _operation(route: Route, method: str, operation_id: str) -> dict[str, Any]:
         media: dict[str, Any] = {"schema": dict(route.request_schema) if route.request_schema is not None else {}}
         if route.example is not None:
             media["example"] = route.example
-        operation["requestBody"] = {
-            "required": route.request_schema is not None,
-            "content": {"application/json": media},
-        }
+        content: dict[str, Any] = {"application/json": media}
+        if route.target_kind is TargetKind.ENDPOINT and route.request_schema is None:
+            # the model server's other media types, passed to the endpoint as they are
+            content.update({media_type: {"schema": {"type": "string"}} for media_type in _ENDPOINT_TEXT_TYPES})
+            content["application/x-npy"] = {"schema": {"type": "string", "contentMediaType": "application/x-npy"}}
+        operation["requestBody"] = {"required": route.request_schema is not None, "content": content}
     if route.api_key_required:
         operation["security"] = [{"apiKey": []}]
     return operation
