@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -36,6 +37,15 @@ class ClientError(ModelhostError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message, status=status)
         self.code = code
+
+
+def _segment(name: str) -> str:
+    """``name`` as one path segment: a ``/`` or a dot segment in a name must not move the request
+    elsewhere (``rm ../api-keys/k1`` would otherwise revoke key k1)."""
+    if not name or "/" in name:
+        raise ClientError(400, "ValidationError", f"{name!r} is not a name: names are not empty and have no '/'")
+    quoted = quote(name, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,13 @@ class Client:
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._call(method, path, **kwargs)
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise ClientError(502, "BadResponse", f"{method} {path} answered {kind}, not JSON") from None
 
     # -- models, configs, endpoints -----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -92,32 +108,32 @@ class Client:
         return dict(self._json("POST", "/api/v1/models", json={"name": name, "artifact_uri": artifact_uri, **fields}))
 
     def describe_model(self, name: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/models/{name}"))
+        return dict(self._json("GET", f"/api/v1/models/{_segment(name)}"))
 
     def list_models(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/api/v1/models")["models"])
 
     def delete_model(self, name: str) -> None:
-        self._call("DELETE", f"/api/v1/models/{name}")
+        self._call("DELETE", f"/api/v1/models/{_segment(name)}")
 
     def create_endpoint_config(self, name: str, variants: list[Mapping[str, Any]], **fields: Any) -> dict[str, Any]:
         body = {"name": name, "variants": list(variants), **fields}
         return dict(self._json("POST", "/api/v1/endpoint-configs", json=body))
 
     def describe_endpoint_config(self, name: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/endpoint-configs/{name}"))
+        return dict(self._json("GET", f"/api/v1/endpoint-configs/{_segment(name)}"))
 
     def list_endpoint_configs(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/api/v1/endpoint-configs")["endpoint_configs"])
 
     def delete_endpoint_config(self, name: str) -> None:
-        self._call("DELETE", f"/api/v1/endpoint-configs/{name}")
+        self._call("DELETE", f"/api/v1/endpoint-configs/{_segment(name)}")
 
     def create_endpoint(self, name: str, config_name: str) -> dict[str, Any]:
         return dict(self._json("POST", "/api/v1/endpoints", json={"name": name, "config_name": config_name}))
 
     def describe_endpoint(self, name: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/endpoints/{name}"))
+        return dict(self._json("GET", f"/api/v1/endpoints/{_segment(name)}"))
 
     def list_endpoints(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/api/v1/endpoints")["endpoints"])
@@ -125,7 +141,7 @@ class Client:
     def update_endpoint(
         self, name: str, config_name: str, *, wait: bool = False, timeout_s: float = 600.0
     ) -> dict[str, Any]:
-        endpoint = dict(self._json("PUT", f"/api/v1/endpoints/{name}", json={"config_name": config_name}))
+        endpoint = dict(self._json("PUT", f"/api/v1/endpoints/{_segment(name)}", json={"config_name": config_name}))
         if wait:
             return self.wait_in_service(name, timeout_s, config_name=config_name)
         return endpoint
@@ -134,13 +150,13 @@ class Client:
         self, name: str, *, with_deployed_resources: bool = False, wait: bool = True, timeout_s: float = 120.0
     ) -> None:
         params = {"with_deployed_resources": "true"} if with_deployed_resources else {}
-        self._call("DELETE", f"/api/v1/endpoints/{name}", params=params)
+        self._call("DELETE", f"/api/v1/endpoints/{_segment(name)}", params=params)
         if wait:
             self.wait_deleted(name, timeout_s)
 
     def set_endpoint_access(self, name: str, *, require_api_key: bool) -> dict[str, Any]:
         body = {"require_api_key": require_api_key}
-        return dict(self._json("PUT", f"/api/v1/endpoints/{name}/access", json=body))
+        return dict(self._json("PUT", f"/api/v1/endpoints/{_segment(name)}/access", json=body))
 
     def create_api_key(
         self, name: str, endpoints: list[str] | None = None, *, rate: str | None = None, burst: int | None = None
@@ -158,17 +174,17 @@ class Client:
         return list(self._json("GET", "/api/v1/api-keys")["api_keys"])
 
     def revoke_api_key(self, name: str) -> None:
-        self._call("DELETE", f"/api/v1/api-keys/{name}")
+        self._call("DELETE", f"/api/v1/api-keys/{_segment(name)}")
 
     def logs(self, name: str, max_bytes: int = 64 * 1024) -> str:
-        return self._call("GET", f"/api/v1/endpoints/{name}/logs", params={"max_bytes": max_bytes}).text
+        return self._call("GET", f"/api/v1/endpoints/{_segment(name)}/logs", params={"max_bytes": max_bytes}).text
 
     def follow_logs(self, name: str) -> Iterator[bytes]:
         """New log lines of every instance of ``name`` as they are written, until the caller stops."""
         self.describe_endpoint(name)  # a missing endpoint is a ClientError now, not a silent stream
         try:
             with self._http.stream(
-                "GET", f"/api/v1/endpoints/{name}/logs", params={"follow": "true"}, timeout=None
+                "GET", f"/api/v1/endpoints/{_segment(name)}/logs", params={"follow": "true"}, timeout=None
             ) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -232,7 +248,10 @@ class Client:
         """Pack a local folder or file into model.tar.gz and store it on the platform; its URI and SHA-256."""
         with tempfile.TemporaryDirectory(prefix="modelhost-pack-") as scratch:
             archive = Path(scratch) / "model.tar.gz"
-            pack(Path(source), archive)
+            try:
+                pack(Path(source), archive)
+            except ModelhostError as exc:  # a missing or unreadable source: the caller's to fix
+                raise ClientError(400, "ArtifactError", str(exc)) from exc
             size = archive.stat().st_size
 
             def chunks() -> Iterator[bytes]:
@@ -245,7 +264,7 @@ class Client:
                         yield chunk
 
             headers = {"content-type": "application/gzip", "content-length": str(size)}
-            return dict(self._json("PUT", f"/api/v1/artifacts/{name}", content=chunks(), headers=headers))
+            return dict(self._json("PUT", f"/api/v1/artifacts/{_segment(name)}", content=chunks(), headers=headers))
 
     def deploy(
         self,
@@ -308,11 +327,14 @@ class Client:
             with tempfile.TemporaryDirectory(prefix="modelhost-code-") as scratch:
                 folder = Path(source)
                 if folder.is_file() and is_archive(folder):  # a Lambda .zip (or .tar.gz): its contents are the code
-                    folder = extract_archive(folder, Path(scratch) / "code")
+                    try:
+                        folder = extract_archive(folder, Path(scratch) / "code")
+                    except ModelhostError as exc:
+                        raise ClientError(400, "ArtifactError", str(exc)) from exc
                 stored = self.upload_artifact(folder, f"function-{name}", on_progress=on_progress)
             body["code_uri"], body["code_sha256"] = stored["uri"], stored["sha256"]
         if update:
-            function = dict(self._json("PUT", f"/api/v1/functions/{name}", json=body))
+            function = dict(self._json("PUT", f"/api/v1/functions/{_segment(name)}", json=body))
         else:
             function = dict(self._json("POST", "/api/v1/functions", json=body))
         return self.wait_active(name, wait_s) if wait else function
@@ -335,16 +357,16 @@ class Client:
             poll_s = min(poll_s * 1.5, 0.5)
 
     def describe_function(self, name: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/functions/{name}"))
+        return dict(self._json("GET", f"/api/v1/functions/{_segment(name)}"))
 
     def list_functions(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/api/v1/functions")["functions"])
 
     def delete_function(self, name: str) -> None:
-        self._call("DELETE", f"/api/v1/functions/{name}")
+        self._call("DELETE", f"/api/v1/functions/{_segment(name)}")
 
     def function_logs(self, name: str, max_bytes: int = 64 * 1024) -> str:
-        return self._call("GET", f"/api/v1/functions/{name}/logs", params={"max_bytes": max_bytes}).text
+        return self._call("GET", f"/api/v1/functions/{_segment(name)}/logs", params={"max_bytes": max_bytes}).text
 
     def create_route(self, method: str, path: str, **settings: Any) -> dict[str, Any]:
         """``settings``: function or endpoint (the target), api_key_required, rate ("50/s"), burst, max_body_bytes."""
@@ -392,7 +414,7 @@ class Client:
             headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
         if api_key:
             headers["x-api-key"] = api_key
-        response = self._call("POST", f"/endpoints/{name}/invocations", content=payload, headers=headers)
+        response = self._call("POST", f"/endpoints/{_segment(name)}/invocations", content=payload, headers=headers)
         return Invocation(
             response.content,
             response.headers.get("content-type", ""),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -58,7 +59,7 @@ def invoke_endpoint(
     from modelhost.platform.defaults import DEFAULT_URL
 
     base = (url or os.environ.get("MODELHOST_URL") or DEFAULT_URL).rstrip("/")
-    target = f"{base}/endpoints/{endpoint}/invocations"
+    target = f"{base}/endpoints/{quote(endpoint, safe='')}/invocations"  # a "/" in a name stays in the name
     if isinstance(body, bytes):
         data = body
     elif isinstance(body, str):
