@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelhost.artifacts import resolve_artifact
+from modelhost.artifacts import artifact_exists, resolve_artifact
 from modelhost.errors import ArtifactError
 from tests.conftest import Serve
 from tests.models import sklearn_text_pipeline
@@ -210,3 +210,22 @@ def test_the_test_server_checks_signatures(s3: SeaweedS3) -> None:
     ).client("s3", endpoint_url=s3.endpoint_url)
     with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
         client.list_objects_v2(Bucket=s3.bucket)
+
+
+def test_artifact_exists_looks_objects_and_prefixes_up_without_fetching(
+    aws_env: None, s3: SeaweedS3, tmp_path: Path, prefix: str
+) -> None:
+    archive = model_tar_gz(tmp_path)
+    s3.client().upload_file(str(archive), s3.bucket, f"{prefix}/models/a.tar.gz")
+    base = f"s3://{s3.bucket}/{prefix}"
+    endpoint_url = s3.endpoint_url
+    assert artifact_exists(f"{base}/models/a.tar.gz", endpoint_url)  # an object
+    assert artifact_exists(f"{base}/models", endpoint_url)  # a prefix with objects under it
+    assert artifact_exists(f"{base}/models/", endpoint_url)
+    assert not artifact_exists(f"{base}/models/nope.tar.gz", endpoint_url)
+    assert not artifact_exists(f"{base}/mod", endpoint_url)  # a prefix of a key's text, not of a folder
+    assert not artifact_exists(f"s3://no-such-bucket-{prefix}/a.tar.gz", endpoint_url)
+    assert artifact_exists(str(archive))
+    assert not artifact_exists(f"file://{tmp_path}/nope")
+    with pytest.raises(ArtifactError):
+        artifact_exists("ftp://example/a.tar.gz")

@@ -286,10 +286,14 @@ def test_a_target_that_cannot_load_is_a_400_with_the_load_error(
     assert_answers(invoke(http, endpoint, "a.tar.gz"), "a.tar.gz", served, endpoint)
     assert set(loaded(served, endpoint)) == {"a.tar.gz"}
 
+    # a missing target starts no server and leaves no log file, however often it is asked for
+    for _ in range(5):
+        assert invoke(http, endpoint, "nope.tar.gz").status_code == 400
+    assert loading_lines(served, endpoint, "nope.tar.gz") == 0
+    assert not list((served.state_dir / "logs" / endpoint).glob("*nope*"))
     # a failed load is not remembered as loaded: asked again, it is tried again (and fails again)
-    again = invoke(http, endpoint, "nope.tar.gz")
-    assert again.status_code == 400
-    assert loading_lines(served, endpoint, "nope.tar.gz") == 2
+    assert invoke(http, endpoint, "broken.tar.gz").status_code == 400
+    assert loading_lines(served, endpoint, "broken.tar.gz") == 2
 
 
 @pytest.mark.parametrize(

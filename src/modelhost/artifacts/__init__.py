@@ -16,7 +16,7 @@ from modelhost.artifacts.digest import file_sha256, tree_sha256
 from modelhost.artifacts.extract import extract_archive, is_archive
 from modelhost.errors import ArtifactError
 
-__all__ = ["ResolvedArtifact", "resolve_artifact"]
+__all__ = ["ResolvedArtifact", "artifact_exists", "resolve_artifact"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,18 @@ def _model_root(folder: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return folder
+
+
+def artifact_exists(uri: str, s3_endpoint_url: str | None = None) -> bool:
+    """Whether anything is at ``uri`` (a file or folder; an S3 object or prefix), without fetching it.
+
+    ArtifactError: the URI is not one modelhost takes, or its store cannot be asked.
+    """
+    if uri.startswith("s3://"):
+        from modelhost.artifacts.s3 import exists
+
+        return exists(uri, s3_endpoint_url)
+    return _local_path(uri).exists()
 
 
 def resolve_artifact(uri: str, cache_dir: Path, s3_endpoint_url: str | None = None) -> ResolvedArtifact:

@@ -24,6 +24,31 @@ def _client(endpoint_url: str | None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint_url)
 
 
+def exists(uri: str, endpoint_url: str | None) -> bool:
+    """Whether ``uri`` names an object, or a prefix with objects under it; nothing is downloaded."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3_uri(uri)
+    client = _client(endpoint_url)
+    try:
+        if key and not key.endswith("/"):
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        prefix = key if not key or key.endswith("/") else key + "/"
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        return bool(listed.get("KeyCount", len(listed.get("Contents", []))))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return False
+        raise ArtifactError(f"cannot look up {uri}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise ArtifactError(f"cannot reach the S3 store for {uri}: {exc}") from exc
+
+
 def download(uri: str, destination: Path, endpoint_url: str | None) -> Path:
     """Download one object, or every object under a prefix, into ``destination``.
 

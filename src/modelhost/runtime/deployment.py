@@ -221,6 +221,8 @@ def build_deployment(
                     max_memory_mb=float(limits["MODELHOST_MME_MAX_MEMORY_MB"])
                     if "MODELHOST_MME_MAX_MEMORY_MB" in limits
                     else None,
+                    s3_endpoint_url=limits.get("MODELHOST_S3_ENDPOINT_URL")
+                    or environment.get("MODELHOST_S3_ENDPOINT_URL"),
                 )
                 for spec in specs
             ]

@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from modelhost.artifacts import artifact_exists
 from modelhost.control.resources import Model
+from modelhost.errors import ArtifactError
 from modelhost.runtime.instance import Instance, InstanceSpec
 
 log = logging.getLogger("modelhost.runtime")
@@ -61,11 +63,13 @@ class MultiModelHost:
         *,
         max_models: int,
         max_memory_mb: float | None,
+        s3_endpoint_url: str | None = None,
     ) -> None:
         self.spec = spec
         self._make_instance = make_instance  # (spec, a file-safe name for the target) -> Instance
         self._max_models = max_models
         self._max_memory_mb = max_memory_mb
+        self._s3_endpoint_url = s3_endpoint_url  # to look a target up before a server is started for it
         self.loaded: OrderedDict[str, Instance] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Task[Instance]] = {}
         self._watchers: set[asyncio.Task[None]] = set()
@@ -96,6 +100,7 @@ class MultiModelHost:
 
     async def _load(self, target: str) -> Instance:
         model: Model = replace(self.spec.model, artifact_uri=target_uri(self.spec.model.artifact_uri, target))
+        await self._check_exists(target, model.artifact_uri)
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", target)
         instance = self._make_instance(replace(self.spec, model=model), safe)
         # A folder of its own per load: a dying or evicted server of the same target may still
@@ -118,6 +123,16 @@ class MultiModelHost:
         watcher.add_done_callback(self._watchers.discard)
         await self._evict(keep=target)
         return instance
+
+    async def _check_exists(self, target: str, uri: str) -> None:
+        """No process (and no log file) for a target that is not there: anyone may name one."""
+        try:
+            found = await asyncio.to_thread(artifact_exists, uri, self._s3_endpoint_url)
+        except ArtifactError as exc:
+            log.warning("multi-model %s: cannot look %s up (%s); loading it anyway", self.spec.label, target, exc)
+            return
+        if not found:
+            raise TargetModelError(f"target model {target!r} could not be loaded: no model at {uri!r}")
 
     async def _forget_when_gone(self, target: str, instance: Instance) -> None:
         await instance.wait_exit()
