@@ -84,12 +84,13 @@ def test_variants_are_drawn_in_proportion_to_their_weights(tmp_path: Path) -> No
         {"a": 70, "zero": 0, "b": 30},
         {"a": 70, "b": 30, "zero": 0},
         {"zero": 0, "a": 1, "also-zero": 0},
+        {"a": 5e-324, "zero": 0},  # the sum is the tiny weight itself: a draw of it lands past it
     ],
-    ids=["zero-first", "zero-between", "zero-last", "one-non-zero"],
+    ids=["zero-first", "zero-between", "zero-last", "one-non-zero", "subnormal"],
 )
 def test_a_zero_weight_variant_is_never_chosen_even_at_the_edges(tmp_path: Path, weights: dict[str, float]) -> None:
     deployment = make_deployment(tmp_path, weights)
-    edges = [0.0, 5e-324, 0.3, 0.7 - 1e-12, 0.7, 0.7 + 1e-12, 0.999999, 1.0 - 2**-53]
+    edges = [0.0, 5e-324, 0.3, 0.5, 0.7 - 1e-12, 0.7, 0.7 + 1e-12, 0.999999, 1.0 - 2**-53]
 
     chosen = {deployment.choose_variant(lambda r=r: r).name for r in edges}
 

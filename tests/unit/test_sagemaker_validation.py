@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelhost.control.resources import FRAMEWORKS
+from modelhost.control.resources import FRAMEWORKS, Model, ProductionVariant
 from modelhost.errors import ValidationFailed
 from modelhost.sagemaker.images import ACCEPTED, framework_for
 from modelhost.sagemaker.operations import DEFAULT_MAX_RESULTS, _artifact_uri, _offset, _page, _token
@@ -601,3 +601,34 @@ def test_relative_paths_and_other_schemes_are_refused(url: str) -> None:
     assert caught.value.message.startswith("DataCaptureConfig.DestinationS3Uri: ")
     assert repr(url) in caught.value.message
     assert "absolute path" in caught.value.message
+
+
+@pytest.mark.parametrize("weight", [float("inf"), float("nan"), 1.7e308, -0.5])
+def test_a_variant_weight_must_be_a_finite_proportion(weight: float) -> None:
+    with pytest.raises(ValidationFailed, match="InitialVariantWeight: must be 0 to"):
+        ProductionVariant("v1", "m1", 1, weight)
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("http://example.com/model.tar.gz", "scheme 'http' is not supported"),
+        ("ftp://host/m.tar.gz", "scheme 'ftp' is not supported"),
+        ("/models/a\x00b", "control characters"),
+        ("s3://bucket/key\n", "control characters"),
+    ],
+)
+def test_a_model_uri_is_a_path_file_or_s3(uri: str, says: str) -> None:
+    with pytest.raises(ValidationFailed, match=f"ModelDataUrl: {says}"):
+        Model("m1", uri)
+    assert Model("m2", "s3://bucket/model.tar.gz").artifact_uri.startswith("s3://")
+    assert Model("m3", "file:///models/a").artifact_uri.startswith("file://")
+    assert Model("m4", "/models/a").artifact_uri == "/models/a"
+
+
+@pytest.mark.parametrize("name", ["A=B", "", "1ABC", "A B", "Ä"])
+def test_environment_names_are_variable_names(name: str) -> None:
+    with pytest.raises(ValidationFailed, match="is not a variable name"):
+        Model("m1", "/models/a", environment={name: "x"})
+    with pytest.raises(ValidationFailed, match="NUL"):
+        Model("m1", "/models/a", environment={"OK": "a\x00b"})

@@ -71,6 +71,32 @@ def check_transition(name: str, current: EndpointStatus, wanted: EndpointStatus)
         raise InvalidTransition(f"endpoint {name!r} is {current.value}; it cannot become {wanted.value}")
 
 
+MAX_WEIGHT = 1e9  # weights are proportions; beyond this their sums lose the small ones
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SCHEMES = ("s3://", "file://")
+
+
+def check_artifact_uri(uri: str) -> None:
+    """A path, ``file://`` or ``s3://``, refused now rather than when an instance fails to start."""
+    if _CONTROL.search(uri):
+        raise ValidationFailed("ModelDataUrl: control characters are not allowed")
+    if "://" in uri and not uri.startswith(_SCHEMES):
+        scheme = uri.split("://", 1)[0]
+        raise ValidationFailed(f"ModelDataUrl: scheme {scheme!r} is not supported; use a path, file:// or s3://")
+
+
+def check_environment(environment: Mapping[str, str]) -> None:
+    """Names a process environment can hold (no '=', no NUL), as SageMaker's Environment pattern."""
+    for key, value in environment.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValidationFailed(f"Environment: {key!r} must map a string to a string")
+        if not _ENV_NAME.fullmatch(key):
+            raise ValidationFailed(f"Environment: {key[:80]!r} is not a variable name (letters, digits, '_')")
+        if "\x00" in value:
+            raise ValidationFailed(f"Environment: the value of {key} holds a NUL character")
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -91,11 +117,10 @@ class Model:
         check_tags(self.tags)
         if not isinstance(self.artifact_uri, str) or not self.artifact_uri.strip():
             raise ValidationFailed("ModelDataUrl: an artifact URI or path is required")
+        check_artifact_uri(self.artifact_uri)
         if self.framework is not None and self.framework not in FRAMEWORKS:
             raise ValidationFailed(f"Framework: {self.framework!r} is not one of {', '.join(FRAMEWORKS)}")
-        for key, value in self.environment.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise ValidationFailed(f"Environment: {key!r} must map a string to a string")
+        check_environment(self.environment)
 
 
 @dataclass(frozen=True)
@@ -114,10 +139,11 @@ class ProductionVariant:
                 f"ProductionVariants[{self.variant_name}].InitialInstanceCount: must be 1-64, "
                 f"got {self.initial_instance_count!r}"
             )
-        if not isinstance(self.initial_weight, (int, float)) or self.initial_weight < 0:
+        weight = self.initial_weight
+        if not isinstance(weight, (int, float)) or not 0 <= weight <= MAX_WEIGHT:  # NaN fails too
             raise ValidationFailed(
-                f"ProductionVariants[{self.variant_name}].InitialVariantWeight: must be >= 0, "
-                f"got {self.initial_weight!r}"
+                f"ProductionVariants[{self.variant_name}].InitialVariantWeight: must be 0 to {MAX_WEIGHT:g}, "
+                f"got {weight!r}"
             )
 
 

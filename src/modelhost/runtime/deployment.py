@@ -67,12 +67,18 @@ class Deployment:
     variants: list[Variant]
     on_failure: Callable[[str], None] = lambda reason: None
     run_dir: Path | None = None  # this deployment's folder of instance folders
-    _cumulative: list[float] = field(default_factory=list)
+    _cumulative: list[float] = field(default_factory=list)  # of the weights of ``_weighted``
+    _weighted: list[Variant] = field(default_factory=list)  # the variants with a weight above 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _retired: bool = False
 
     def __post_init__(self) -> None:
-        self._cumulative = list(accumulate(v.weight for v in self.variants))
+        self._weigh()
+
+    def _weigh(self) -> None:
+        """A variant of weight 0 gets no traffic, whatever the float rounding of the others' sums."""
+        self._weighted = [v for v in self.variants if v.weight > 0] or list(self.variants)
+        self._cumulative = list(accumulate(v.weight for v in self._weighted))
 
     def is_retired(self) -> bool:
         return self._retired
@@ -95,7 +101,7 @@ class Deployment:
         """A variant drawn in proportion to the weights."""
         total = self._cumulative[-1]
         index = bisect(self._cumulative, rand() * total)
-        return self.variants[min(index, len(self.variants) - 1)]
+        return self._weighted[min(index, len(self._weighted) - 1)]
 
     def reweigh(self, config: EndpointConfig) -> None:
         """Take the weights of ``config`` (same variants, other weights): traffic shifts with the next request."""
@@ -103,7 +109,7 @@ class Deployment:
         for variant in self.variants:
             variant.weight = weights.get(variant.name, variant.weight)
         self.config = config
-        self._cumulative = list(accumulate(v.weight for v in self.variants))
+        self._weigh()
 
     def variant(self, name: str) -> Variant | None:
         for variant in self.variants:
