@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from modelhost.cli.platform import _URL_HELP, _client, _fail, _parse_env
+from modelhost.cli.platform import _URL_HELP, _client, _fail, _parse_env, for_terminal
 
 
 def _parse_artifacts(values: tuple[str, ...]) -> dict[str, str]:
@@ -129,7 +129,7 @@ def function_logs(name: str, url: str | None) -> None:
     from modelhost.client import ClientError
 
     try:
-        click.echo(_client(url).function_logs(name), nl=False)
+        click.echo(for_terminal(_client(url).function_logs(name)), nl=False)
     except ClientError as exc:
         _fail(exc)
 

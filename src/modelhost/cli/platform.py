@@ -8,6 +8,7 @@ modelhost ls | describe NAME | logs NAME | update NAME SOURCE | rm NAME
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -260,6 +261,14 @@ def describe(name: str, url: str | None) -> None:
     sys.stdout.write(orjson.dumps(endpoint, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")  # all but tab and newline; ESC, CSI
+
+
+def for_terminal(text: str) -> str:
+    """Log text as shown on a terminal: a model's or handler's output cannot send it escape sequences."""
+    return _TERMINAL_CONTROL.sub("\ufffd", text) if sys.stdout.isatty() else text
+
+
 @click.command()
 @click.argument("name")
 @click.option("--bytes", "max_bytes", type=int, default=64 * 1024, show_default=True, help="How much of each log.")
@@ -271,11 +280,11 @@ def logs(name: str, max_bytes: int, follow: bool, url: str | None) -> None:
 
     client = _client(url)
     try:
-        sys.stdout.write(client.logs(name, max_bytes))
+        sys.stdout.write(for_terminal(client.logs(name, max_bytes)))
         sys.stdout.flush()
         if follow:
             for chunk in client.follow_logs(name):
-                sys.stdout.buffer.write(chunk)
+                sys.stdout.write(for_terminal(chunk.decode("utf-8", "replace")))
                 sys.stdout.flush()
     except ClientError as exc:
         _fail(exc)

@@ -26,9 +26,13 @@ NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's 
 
 def check_name(value: str, field_name: str) -> str:
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        shown = (
+            repr(value)
+            if not isinstance(value, str) or len(value) <= 80
+            else f"{value[:60]!r}... ({len(value)} characters)"
+        )
         raise ValidationFailed(
-            f"{field_name}: {value!r} must be 1-63 letters, digits or hyphens, starting and ending "
-            "with a letter or digit"
+            f"{field_name}: {shown} must be 1-63 letters, digits or hyphens, starting and ending with a letter or digit"
         )
     return value
 
