@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from modelhost.inference.pipeline import user_error
+
 ARTIFACTS_DIR_ENV = "MODELHOST_FUNCTION_ARTIFACTS_DIR"
 
 
@@ -167,8 +169,20 @@ def transform_fn(
         int(os.environ.get("MODELHOST_FUNCTION_MEMORY_MB", "512")),
         float(os.environ.get("MODELHOST_TIMEOUT", "30")),
     )
-    result = handler(event, lambda_context)
+    result = _call(handler, event, lambda_context)
     try:
         return json.dumps(result), "application/json"
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the handler returned a value that is not JSON: {exc}") from None
+
+
+def _call(handler: Callable[..., Any], event: Any, context: LambdaContext) -> Any:
+    """The handler's value; ``sys.exit()``, KeyboardInterrupt and other BaseExceptions it raises become
+    the 502 any exception gets (traceback in the log). Let through, they would end the worker and the
+    next caller would find no healthy instance: a handler never owns the process it is served from."""
+    try:
+        return handler(event, context)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise user_error(exc, context.aws_request_id) from exc
