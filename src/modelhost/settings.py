@@ -51,6 +51,8 @@ class ServerSettings(BaseSettings):
     framework: str | None = Field(None, validation_alias=_env("MODELHOST_FRAMEWORK"))  # over modelhost.yaml
     default_accept: str | None = Field(None, validation_alias=_env("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"))
     cache_dir: Path = Field(Path.home() / ".cache" / "modelhost", validation_alias=_env("MODELHOST_CACHE_DIR"))
+    # What an archived artifact may unpack to (a tar or zip bomb is refused past it).
+    max_unpacked_gb: float = Field(50.0, gt=0, validation_alias=_env("MODELHOST_MAX_UNPACKED_GB"))
     s3_endpoint_url: str | None = Field(None, validation_alias=_env("MODELHOST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))
     log_level: str = Field("info", validation_alias=_env("MODELHOST_LOG_LEVEL"))
     # Set by the platform's runtime, which runs this server as one instance of an endpoint:

@@ -229,3 +229,27 @@ def test_artifact_exists_looks_objects_and_prefixes_up_without_fetching(
     assert not artifact_exists(f"file://{tmp_path}/nope")
     with pytest.raises(ArtifactError):
         artifact_exists("ftp://example/a.tar.gz")
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_function_artifact_over_the_cap_is_refused_before_it_is_downloaded(
+    s3: SeaweedS3, tmp_path: Path, prefix: str
+) -> None:
+    """The object's head (or the prefix's listing) tells its size: nothing is fetched past the cap."""
+    from modelhost.functions.artifacts import fetch
+
+    client = s3.client()
+    client.put_object(Bucket=s3.bucket, Key=f"{prefix}/big.bin", Body=bytes(2048))
+    client.put_object(Bucket=s3.bucket, Key=f"{prefix}/folder/a.bin", Body=bytes(600))
+    client.put_object(Bucket=s3.bucket, Key=f"{prefix}/folder/b.bin", Body=bytes(600))
+    destination = tmp_path / "artifacts"
+
+    for uri in (f"s3://{s3.bucket}/{prefix}/big.bin", f"s3://{s3.bucket}/{prefix}/folder"):
+        with pytest.raises(ArtifactError, match="more than the 1024 allowed"):
+            fetch({"data": uri}, destination, 1024, s3.endpoint_url)
+        assert list(destination.iterdir()) == []
+
+    fetch({"data": f"s3://{s3.bucket}/{prefix}/folder/a.bin"}, destination, 1024, s3.endpoint_url)
+    assert (destination / "data").read_bytes() == bytes(600)
+    assert destination.stat().st_mode & 0o777 == 0o700
+    assert (destination / "data").stat().st_mode & 0o777 == 0o600

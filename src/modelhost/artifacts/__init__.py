@@ -13,10 +13,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from modelhost.artifacts.digest import file_sha256, tree_sha256
-from modelhost.artifacts.extract import extract_archive, is_archive
+from modelhost.artifacts.extract import UnpackLimits, extract_archive, is_archive
 from modelhost.errors import ArtifactError
 
-__all__ = ["ResolvedArtifact", "artifact_exists", "resolve_artifact"]
+__all__ = ["ResolvedArtifact", "UnpackLimits", "artifact_exists", "resolve_artifact"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,10 @@ def _local_path(uri: str) -> Path:
     return Path(uri).expanduser()
 
 
-def _from_file(uri: str, file: Path, cache_dir: Path) -> ResolvedArtifact:
+def _from_file(uri: str, file: Path, cache_dir: Path, limits: UnpackLimits | None) -> ResolvedArtifact:
     digest = file_sha256(file)
     if is_archive(file):
-        folder = extract_archive(file, cache_dir / "extracted" / digest)
+        folder = extract_archive(file, cache_dir / "extracted" / digest, limits)
     else:  # a single model file: give it a folder of its own, keeping its name (adapters go by it)
         folder = cache_dir / "single" / f"{digest}-{file.name}"
         if not folder.is_dir():
@@ -75,8 +75,11 @@ def artifact_exists(uri: str, s3_endpoint_url: str | None = None) -> bool:
     return _local_path(uri).exists()
 
 
-def resolve_artifact(uri: str, cache_dir: Path, s3_endpoint_url: str | None = None) -> ResolvedArtifact:
-    """Make the artifact at ``uri`` available as a local folder and hash it."""
+def resolve_artifact(
+    uri: str, cache_dir: Path, s3_endpoint_url: str | None = None, limits: UnpackLimits | None = None
+) -> ResolvedArtifact:
+    """Make the artifact at ``uri`` available as a local folder and hash it (an archive unpacked
+    within ``limits``, by default UnpackLimits())."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     if uri.startswith("s3://"):
         from modelhost.artifacts.s3 import download
@@ -90,10 +93,10 @@ def resolve_artifact(uri: str, cache_dir: Path, s3_endpoint_url: str | None = No
                     folder.parent.mkdir(parents=True, exist_ok=True)
                     shutil.move(str(fetched), folder)
                 return ResolvedArtifact(uri, _model_root(folder).resolve(), digest)
-            return _from_file(uri, fetched, cache_dir)
+            return _from_file(uri, fetched, cache_dir, limits)
     path = _local_path(uri)
     if path.is_dir():
         return ResolvedArtifact(uri, path.resolve(), tree_sha256(path))
     if path.is_file():
-        return _from_file(uri, path, cache_dir)
+        return _from_file(uri, path, cache_dir, limits)
     raise ArtifactError(f"no model at {uri!r}: not a folder or a file")

@@ -49,10 +49,16 @@ def exists(uri: str, endpoint_url: str | None) -> bool:
         raise ArtifactError(f"cannot reach the S3 store for {uri}: {exc}") from exc
 
 
-def download(uri: str, destination: Path, endpoint_url: str | None) -> Path:
+def _check_size(uri: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise ArtifactError(f"{uri} holds {size} bytes, more than the {max_bytes} allowed; refused")
+
+
+def download(uri: str, destination: Path, endpoint_url: str | None, *, max_bytes: int | None = None) -> Path:
     """Download one object, or every object under a prefix, into ``destination``.
 
-    Returns the file for an object and the folder for a prefix.
+    Returns the file for an object and the folder for a prefix. With ``max_bytes``, sizes are
+    checked from the object's head or the listing before anything is downloaded.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -62,30 +68,32 @@ def download(uri: str, destination: Path, endpoint_url: str | None) -> Path:
     try:
         if key and not key.endswith("/"):
             try:
-                client.head_object(Bucket=bucket, Key=key)
+                head = client.head_object(Bucket=bucket, Key=key)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
                     raise
             else:
+                _check_size(uri, int(head.get("ContentLength", 0)), max_bytes)
                 target = destination / Path(key).name
                 client.download_file(bucket, key, str(target))
                 return target
         prefix = key if not key or key.endswith("/") else key + "/"
         folder = destination / "prefix"
-        count = 0
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                relative = item["Key"][len(prefix) :]
-                if not relative or relative.endswith("/"):
-                    continue
-                target = (folder / relative).resolve()
-                if not target.is_relative_to(folder.resolve()):
-                    raise ArtifactError(f"refused object key {item['Key']!r}: it escapes the folder")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(bucket, item["Key"], str(target))
-                count += 1
-        if count == 0:
+        items = [
+            item
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+            if item["Key"][len(prefix) :] and not item["Key"].endswith("/")
+        ]
+        if not items:
             raise ArtifactError(f"nothing found at {uri}")
+        _check_size(uri, sum(int(item.get("Size", 0)) for item in items), max_bytes)
+        for item in items:
+            target = (folder / item["Key"][len(prefix) :]).resolve()
+            if not target.is_relative_to(folder.resolve()):
+                raise ArtifactError(f"refused object key {item['Key']!r}: it escapes the folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, item["Key"], str(target))
         return folder
     except ClientError as exc:
         raise ArtifactError(f"cannot fetch {uri}: {exc}") from exc

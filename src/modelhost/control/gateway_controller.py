@@ -25,7 +25,8 @@ from modelhost.control.gateway_resources import Function, FunctionState, Route, 
 from modelhost.control.gateway_store import GatewayStore
 from modelhost.control.lifecycle import LifecycleTasks
 from modelhost.control.resources import EndpointConfig, Model, ProductionVariant
-from modelhost.errors import ModelhostError, ResourceInUse, ResourceNotFound, ValidationFailed
+from modelhost.errors import ArtifactError, ModelhostError, ResourceInUse, ResourceNotFound, ValidationFailed
+from modelhost.functions import artifacts as artifact_copies
 from modelhost.functions import bridge
 from modelhost.runtime import ACCESS_KEY_ID_VARIABLE, SECRET_VARIABLE
 from modelhost.runtime.local import LocalRuntime
@@ -52,6 +53,7 @@ class GatewayController:
         *,
         platform_url: str,
         credentials: tuple[str, str] | None = None,
+        max_artifact_bytes: int = artifact_copies.DEFAULT_MAX_BYTES,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -59,6 +61,7 @@ class GatewayController:
         self._hosting = hosting
         self._platform_url = platform_url
         self._credentials = credentials  # (access key id, secret) every function signs its invocations with
+        self._max_artifact_bytes = max_artifact_bytes  # one function's artifacts, in all
         self._tasks = LifecycleTasks("function", log)
         self._sinks: list[RouteSink] = []
         self._states: dict[str, str] = {}  # last known state per function, for the gateway
@@ -75,6 +78,7 @@ class GatewayController:
 
     # -- functions ----------------------------------------------------------------------------------
     async def create_function(self, function: Function) -> Function:
+        await self._check_artifacts(function)
         created = await self._db(self.store.create_function, function)
         self._states[created.name] = created.state.value
         self._start(created.name, self._bring_up(created))
@@ -83,6 +87,7 @@ class GatewayController:
     async def update_function(self, function: Function) -> Function:
         """New code or settings: the new instance serves before the old one stops (as an endpoint update)."""
         previous = await self._db(self.store.get_function, function.name)
+        await self._check_artifacts(function)
         updated = await self._db(self.store.replace_function, function)
         if self.runtime.route(updated.name) is None:
             self._states[updated.name] = updated.state.value
@@ -111,6 +116,14 @@ class GatewayController:
 
     def logs(self, name: str, max_bytes: int) -> str:
         return self.runtime.logs(name, max_bytes)
+
+    async def _check_artifacts(self, function: Function) -> None:
+        """Local artifacts are on this machine: a device, a pipe or one over the cap is a 400 now,
+        not a Failed function later (the instance checks again as it copies)."""
+        try:
+            await asyncio.to_thread(artifact_copies.check_local, function.artifacts, self._max_artifact_bytes)
+        except ArtifactError as exc:
+            raise ValidationFailed(f"Artifacts: {exc.message}") from exc
 
     def _start(self, name: str, work: Awaitable[None]) -> None:
         """A new start replaces one in progress (an update while the create still starts)."""
@@ -167,6 +180,7 @@ class GatewayController:
             "MODELHOST_FUNCTION_NAME": function.name,
             "MODELHOST_FUNCTION_HANDLER": function.handler,
             "MODELHOST_FUNCTION_ARTIFACTS": json.dumps(dict(function.artifacts)),
+            artifact_copies.MAX_BYTES_ENV: str(self._max_artifact_bytes),
             "MODELHOST_FUNCTION_MEMORY_MB": str(function.memory_mb),
             "MODELHOST_FUNCTION_PACKAGES_DIR": str(self.runtime.run_root.parent / "packages"),
             "MODELHOST_TIMEOUT": f"{function.timeout_s:g}",

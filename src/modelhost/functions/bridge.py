@@ -10,7 +10,8 @@ instance's ``SAGEMAKER_PROGRAM``; the function's code is the instance's artifact
                  ─► handler(event, context) ─► its return value as JSON
 
 Configured by the environment the platform sets: ``MODELHOST_FUNCTION_HANDLER`` (module.function),
-``MODELHOST_FUNCTION_NAME``, ``MODELHOST_FUNCTION_ARTIFACTS`` (JSON: file name ─► URI),
+``MODELHOST_FUNCTION_NAME``, ``MODELHOST_FUNCTION_ARTIFACTS`` (JSON: file name ─► URI, copied by
+functions/artifacts.py within ``MODELHOST_FUNCTION_MAX_ARTIFACT_BYTES``),
 ``MODELHOST_FUNCTION_MEMORY_MB`` and ``MODELHOST_TIMEOUT``.
 """
 
@@ -22,11 +23,13 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+
+from modelhost.functions.artifacts import DEFAULT_MAX_BYTES, MAX_BYTES_ENV, fetch
 
 ARTIFACTS_DIR_ENV = "MODELHOST_FUNCTION_ARTIFACTS_DIR"
 
@@ -80,22 +83,19 @@ def _limit_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
-def _fetch_artifacts(artifacts: dict[str, str], destination: Path) -> None:
-    destination.mkdir(parents=True, exist_ok=True)
-    for name, uri in artifacts.items():
-        target = destination / name
-        if uri.startswith("s3://"):
-            from modelhost.artifacts.s3 import download
-
-            downloaded = download(uri, destination / f".{name}.download", os.environ.get("MODELHOST_S3_ENDPOINT_URL"))
-            downloaded.replace(target)
-            shutil.rmtree(destination / f".{name}.download", ignore_errors=True)
-            continue
-        source = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
-        if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
-        else:
-            shutil.copyfile(source, target)
+def _artifacts_dir() -> Path:
+    """Where this instance keeps its artifacts: the folder the function's environment names, else one
+    of its own in the instance's cache (inside its run folder, gone with it), made afresh; never the
+    code folder, which other functions may share."""
+    named = os.environ.get(ARTIFACTS_DIR_ENV)
+    if named:
+        return Path(named)
+    cache = os.environ.get("MODELHOST_CACHE_DIR")
+    if not cache:  # a bridge served by hand: a private temporary folder
+        return Path(tempfile.mkdtemp(prefix="function-artifacts-"))
+    folder = Path(cache) / "function-artifacts"
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _install_requirements(model_dir: Path) -> None:
@@ -107,7 +107,6 @@ def _install_requirements(model_dir: Path) -> None:
     """
     import hashlib
     import subprocess
-    import tempfile
 
     requirements = model_dir / "requirements.txt"
     if not requirements.is_file():
@@ -141,8 +140,9 @@ def model_fn(model_dir: str | Path) -> Callable[..., Any]:
     handler_name = os.environ["MODELHOST_FUNCTION_HANDLER"]
     artifacts = json.loads(os.environ.get("MODELHOST_FUNCTION_ARTIFACTS") or "{}")
     if artifacts:
-        destination = Path(os.environ.get(ARTIFACTS_DIR_ENV) or Path(model_dir) / "artifacts")
-        _fetch_artifacts(artifacts, destination)
+        destination = _artifacts_dir()
+        max_bytes = int(os.environ.get(MAX_BYTES_ENV) or DEFAULT_MAX_BYTES)
+        fetch(artifacts, destination, max_bytes, os.environ.get("MODELHOST_S3_ENDPOINT_URL"))
         os.environ[ARTIFACTS_DIR_ENV] = str(destination)
     os.chdir(model_dir)  # relative paths in the handler mean its code folder, as /var/task on Lambda
     if model_dir not in sys.path:
@@ -167,8 +167,22 @@ def transform_fn(
         int(os.environ.get("MODELHOST_FUNCTION_MEMORY_MB", "512")),
         float(os.environ.get("MODELHOST_TIMEOUT", "30")),
     )
-    result = handler(event, lambda_context)
+    result = _call(handler, event, lambda_context)
     try:
         return json.dumps(result), "application/json"
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the handler returned a value that is not JSON: {exc}") from None
+
+
+def _call(handler: Callable[..., Any], event: Any, context: LambdaContext) -> Any:
+    """The handler's value; ``sys.exit()``, KeyboardInterrupt and other BaseExceptions it raises become
+    the 502 any exception gets (traceback in the log). Let through, they would end the worker and the
+    next caller would find no healthy instance: a handler never owns the process it is served from."""
+    try:
+        return handler(event, context)
+    except Exception:
+        raise
+    except BaseException as exc:
+        from modelhost.inference.pipeline import user_error  # here: the control plane imports this module too
+
+        raise user_error(exc, context.aws_request_id) from exc

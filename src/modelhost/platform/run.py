@@ -116,6 +116,7 @@ def _functions(  # noqa: PLR0917 (the composition root's pieces, passed once)
         controller,
         platform_url=_local_url(settings.host, port),
         credentials=controller.access.function_credentials(),
+        max_artifact_bytes=int(settings.max_function_artifacts_gb * 1024**3),
     )
     return gateway_controller, functions_runtime
 

@@ -33,6 +33,10 @@ class PlatformSettings(BaseSettings):
     request_timeout_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("MODELHOST_TIMEOUT"))
     max_payload_mb: float = Field(6.0, gt=0, validation_alias=AliasChoices("MODELHOST_MAX_PAYLOAD_MB"))
     max_instances: int = Field(32, ge=1, validation_alias=AliasChoices("MODELHOST_MAX_INSTANCES"))
+    # What one function's artifacts (--artifact) may take in all, checked before and while they are copied.
+    max_function_artifacts_gb: float = Field(
+        5.0, gt=0, validation_alias=AliasChoices("MODELHOST_MAX_FUNCTION_ARTIFACTS_GB")
+    )
     log_level: str = Field("info", validation_alias=AliasChoices("MODELHOST_LOG_LEVEL"))
     # Keep-alive connections of plain endpoints move to the worker that served them (frontdoor/handoff.py).
     connection_handoff: bool = Field(True, validation_alias=AliasChoices("MODELHOST_CONNECTION_HANDOFF"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from modelhost.artifacts import resolve_artifact
+from modelhost.artifacts import UnpackLimits, resolve_artifact
 from modelhost.errors import ArtifactError, ModelhostError
 from modelhost.inference.loader import load_model
 from modelhost.server.handoff_channel import bind_handoff_sockets
@@ -101,7 +101,8 @@ def serve(settings: ServerSettings) -> int:
     log.info("listening on http://%s:%d; loading %s", host, port, settings.model_uri)
     try:
         with LoadingResponder(sockets):
-            artifact = resolve_artifact(settings.model_uri, settings.cache_dir, settings.s3_endpoint_url)
+            limits = UnpackLimits.of_gb(settings.max_unpacked_gb)
+            artifact = resolve_artifact(settings.model_uri, settings.cache_dir, settings.s3_endpoint_url, limits)
             log.info("artifact %s sha256=%s (%s)", artifact.uri, artifact.sha256, artifact.path)
             if settings.expected_sha256 and settings.expected_sha256 != artifact.sha256:
                 raise ArtifactError(
