@@ -69,3 +69,13 @@ def test_the_sdk_refuses_an_empty_name() -> None:
     with pytest.raises(ClientError) as refused:
         Client("http://127.0.0.1:9").describe_endpoint("")  # refused before any connection is tried
     assert (refused.value.status, refused.value.code) == (400, "ValidationError")
+
+
+def test_an_endpoint_name_that_differs_only_in_case_is_refused(served: Platform, sentiment_model: Path) -> None:
+    """SageMaker's rule: endpoint names are unique whatever their case (the case is kept)."""
+    models_before = {model["name"] for model in served.client.list_models()}
+    result = served.cli("deploy", str(sentiment_model), "--name", "EN", check=False)
+    assert result.returncode == 1
+    assert "only in case" in " ".join(result.stderr.split())
+    assert [endpoint["name"] for endpoint in served.client.list_endpoints()] == ["en"]
+    assert {model["name"] for model in served.client.list_models()} == models_before  # nothing half-made

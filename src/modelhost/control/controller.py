@@ -153,10 +153,21 @@ class Controller:
 
     async def create_endpoint(self, name: str, config_name: str, tags: Mapping[str, str] | None = None) -> Endpoint:
         check_name(name, "EndpointName")
+        await self._check_no_case_twin(name)
         await self._check_capacity(name, await self._db(self.store.get_endpoint_config, config_name))
         endpoint = self._note(await self._db(self.store.create_endpoint, name, config_name, tags))
         self._start(name, self._bring_up(name, config_name))
         return endpoint
+
+    async def _check_no_case_twin(self, name: str) -> None:
+        """Endpoint names are unique whatever their case, as in SageMaker (CreateEndpoint's rule; the
+        case is kept and must be matched to invoke): ``Sentiment`` beside ``sentiment`` is refused."""
+        for endpoint in await self.list_endpoints():
+            if endpoint.name != name and endpoint.name.lower() == name.lower():
+                raise ResourceExists(
+                    f"endpoint {name!r} would differ from endpoint {endpoint.name!r} only in case; "
+                    "endpoint names are unique whatever their case"
+                )
 
     async def update_endpoint(
         self, name: str, config_name: str, *, retain_weights: bool = False, retain_instance_counts: bool = False
