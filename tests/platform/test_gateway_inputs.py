@@ -1,0 +1,141 @@
+"""Bad route and key settings, and bad proxy answers, through HTTP and the CLI against a real `modelhost up`.
+
+One `modelhost up` for the module with one function, ``shaped``, which answers with the proxy
+response that ``?answer=`` holds (JSON), so a test says exactly what the handler returns:
+
+    GET  /v3/shaped   open, no schema
+    POST /v3/tree     a recursive schema ({"child": <tree>}), applied to every body
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests.platform.conftest import Platform, platforms
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+SHAPED = """
+import json
+
+
+def handler(event, context):
+    return json.loads((event.get("queryStringParameters") or {}).get("answer", '{"ok": true}'))
+"""
+
+TREE = {"type": "object", "properties": {"child": {"$ref": "#"}}}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    root = tmp_path_factory.mktemp("gateway-inputs")
+    code = root / "shaped"
+    code.mkdir()
+    (code / "app.py").write_text(textwrap.dedent(SHAPED))
+    with platforms(root) as start:
+        platform = start()
+        platform.client.create_function("shaped", code, "app.handler")
+        platform.client.create_route("GET", "/v3/shaped", function="shaped")
+        platform.client.create_route("POST", "/v3/tree", function="shaped", request_schema=TREE)
+        yield platform
+
+
+@pytest.fixture(scope="module")
+def http(gw: Platform) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gw.url, timeout=60) as client:
+        yield client
+
+
+class Fetches(BaseHTTPRequestHandler):
+    """A schema server: every request it gets is a fetch the platform should never have made."""
+
+    asked: list[str] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        body = b'{"type": "string"}'
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def schema_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fetches)
+    Fetches.asked = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def refused(response: httpx.Response, *words: str) -> str:
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    answer = response.json()
+    assert answer["error"] == "ValidationException", answer
+    for word in words:
+        assert word in answer["message"], answer
+    return str(answer["message"])
+
+
+def raw_get(gw: Platform, target: str) -> tuple[str, dict[str, str], bytes]:
+    """GET ``target`` on a socket of its own (asking to close): status line, headers, the bytes after them."""
+    request = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    return status, headers, rest
+
+
+def shaped(answer: dict[str, Any]) -> str:
+    return "/v3/shaped?answer=" + quote(json.dumps(answer), safe="")
+
+
+# -- 9. proxy answers HTTP cannot carry ---------------------------------------------------------------------
+@pytest.mark.parametrize("status", [101, 100, 199])
+def test_an_informational_status_is_a_502(gw: Platform, status: int) -> None:
+    line, _, body = raw_get(gw, shaped({"statusCode": status, "body": "x"}))
+    assert line.split()[1] == "502", line
+    answer = json.loads(body)
+    assert answer["error"] == "FunctionError"
+    assert f"statusCode {status}" in answer["message"]
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_204_or_304_goes_out_without_the_handlers_body(gw: Platform, status: int) -> None:
+    line, headers, rest = raw_get(gw, shaped({"statusCode": status, "body": "should-not-have-body"}))
+    assert line.split()[1] == str(status), line
+    assert rest == b""
+    assert "content-length" not in headers
+
+
+def test_numbers_and_booleans_in_headers_become_text_and_other_values_a_502(http: httpx.Client) -> None:
+    good = http.get(shaped({"statusCode": 200, "headers": {"X-N": 5, "X-B": True}, "body": "{}"}))
+    assert good.status_code == 200, good.text
+    assert (good.headers["x-n"], good.headers["x-b"]) == ("5", "true")
+    for bad in [{"headers": {"X-L": [1, 2]}}, {"multiValueHeaders": {"X-Bad": "notalist"}}]:
+        response = http.get(shaped({"statusCode": 200, **bad}))
+        assert response.status_code == 502, response.text
+        assert response.json()["error"] == "FunctionError"
+        assert "X-" in response.json()["message"]
