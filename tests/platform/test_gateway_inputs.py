@@ -112,6 +112,56 @@ def shaped(answer: dict[str, Any]) -> str:
     return "/v3/shaped?answer=" + quote(json.dumps(answer), safe="")
 
 
+# -- 5/6. rate limits -------------------------------------------------------------------------------------
+BAD_RATES = [
+    "inf/s",
+    "nan/s",
+    "1e309/s",
+    "1e23/s",
+    "99999999999999999999999/s",
+    "5e-324/s",
+    "1e-300/s",
+    "\uff15/s",
+    "1_000/s",
+    "2000000/s",
+]
+
+
+@pytest.mark.parametrize("rate", BAD_RATES)
+def test_a_route_or_key_rate_out_of_bounds_is_a_400_naming_rate(gw: Platform, http: httpx.Client, rate: str) -> None:
+    refused(
+        http.post("/api/v1/routes", json={"method": "GET", "path": "/v3/r", "function": "shaped", "rate": rate}), "Rate"
+    )
+    refused(http.post("/api/v1/api-keys", json={"name": "k-rate", "rate": rate}), "Rate")
+    assert all(r["path"] != "/v3/r" for r in gw.client.list_routes())
+    assert all(k["name"] != "k-rate" for k in gw.client.list_api_keys())
+
+
+@pytest.mark.parametrize("burst", [10**30, 1_000_001, 0])
+def test_a_burst_out_of_bounds_is_a_400_naming_burst(http: httpx.Client, burst: int) -> None:
+    route = {"method": "GET", "path": "/v3/b", "function": "shaped", "rate": "5/s", "burst": burst}
+    refused(http.post("/api/v1/routes", json=route), "burst")
+    refused(http.post("/api/v1/api-keys", json={"name": "k-burst", "rate": "5/s", "burst": burst}), "burst")
+
+
+def test_the_cli_refuses_absurd_rates_with_the_apis_message(gw: Platform) -> None:
+    route = gw.cli("route", "create", "GET", "/v3/cli-rate", "--function", "shaped", "--rate", "inf/s", check=False)
+    assert route.returncode != 0
+    assert "Rate" in route.stderr, route.stderr
+    assert "Internal Server Error" not in route.stderr
+    key = gw.cli("apikey", "create", "k-cli", "--rate", "5/s", "--burst", str(10**30), check=False)
+    assert key.returncode != 0
+    assert "burst" in key.stderr.lower(), key.stderr
+
+
+def test_the_slowest_rate_allowed_answers_a_429_with_a_short_retry_after(gw: Platform, http: httpx.Client) -> None:
+    gw.client.create_route("GET", "/v3/slowest", function="shaped", rate="0.001/s", burst=1)
+    assert http.get("/v3/slowest").status_code == 200
+    throttled = http.get("/v3/slowest")
+    assert throttled.status_code == 429, throttled.text
+    assert 1 <= int(throttled.headers["retry-after"]) <= 1000
+
+
 # -- 9. proxy answers HTTP cannot carry ---------------------------------------------------------------------
 @pytest.mark.parametrize("status", [101, 100, 199])
 def test_an_informational_status_is_a_502(gw: Platform, status: int) -> None:

@@ -11,6 +11,7 @@ Values are immutable and validated with the field named, as the hosting resource
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,33 +78,54 @@ class TargetKind(enum.StrEnum):
     ENDPOINT = "endpoint"
 
 
+MIN_RATE_PER_S = 0.001  # one request in about 17 minutes
+MAX_RATE_PER_S = 1_000_000.0
+MAX_BURST = 1_000_000
+_RATE = re.compile(r"^([0-9]{1,9}(?:\.[0-9]{1,9})?)(?:/(s|sec|second|m|min|minute))?$")
+_PER = {None: 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+
+
 @dataclass(frozen=True)
 class RateLimit:
-    """A token bucket: ``rate`` requests a second on average, bursts of up to ``burst``."""
+    """A token bucket: ``rate`` requests a second on average, bursts of up to ``burst``.
+
+    Bounded (MIN_RATE_PER_S to MAX_RATE_PER_S, a burst of 1 to MAX_BURST) so that the bucket's
+    arithmetic and a 429's Retry-After stay ordinary numbers.
+    """
 
     rate: float
     burst: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rate, (int, float)) or self.rate <= 0:
-            raise ValidationFailed(f"Rate: must be > 0 requests a second, got {self.rate!r}")
-        if not isinstance(self.burst, int) or self.burst < 1:
-            raise ValidationFailed(f"Burst: must be >= 1, got {self.burst!r}")
+        check_rate(self.rate, "Rate")
+        check_burst(self.burst, "Burst")
 
     @classmethod
     def parse(cls, rate: str, burst: int | None = None) -> RateLimit:
-        """``"50/s"``, ``"600/m"`` or a bare number (a second); the burst defaults to a second's worth."""
-        text = rate.strip().lower()
-        number, _, unit = text.partition("/")
-        per = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}.get(unit)
-        try:
-            value = float(number)
-        except ValueError:
-            value = -1.0
-        if per is None or value <= 0:
-            raise ValidationFailed(f"Rate: {rate!r} must be N/s or N/m, e.g. 50/s")
-        per_second = value / per
+        """``"50/s"``, ``"600/m"`` or a bare number (a second), ASCII digits; the burst defaults to a second's worth."""
+        found = _RATE.fullmatch(rate.strip().lower()) if isinstance(rate, str) else None
+        if found is None:
+            raise ValidationFailed(f"Rate: {rate!r} must be N/s or N/m (digits, at most one point), e.g. 50/s")
+        per_second = float(found.group(1)) / _PER[found.group(2)]
+        check_rate(per_second, "Rate")
         return cls(per_second, burst if burst is not None else max(1, round(per_second)))
+
+
+def check_rate(rate: object, field: str) -> None:
+    """A rate in requests a second: a finite number within MIN_RATE_PER_S..MAX_RATE_PER_S."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
+        raise ValidationFailed(f"{field}: must be a number of requests a second, got {rate!r}")
+    if not MIN_RATE_PER_S * (1 - 1e-9) <= rate <= MAX_RATE_PER_S:
+        raise ValidationFailed(
+            f"{field}: must be {MIN_RATE_PER_S:g} to {MAX_RATE_PER_S:,.0f} requests a second "
+            f"(0.06/m to 1000000/s), got {rate:g}"
+        )
+
+
+def check_burst(burst: object, field: str) -> None:
+    """A burst: a whole number of requests, 1..MAX_BURST."""
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_BURST:
+        raise ValidationFailed(f"{field}: must be a whole number 1 to {MAX_BURST:,}, got {burst!r}")
 
 
 @dataclass(frozen=True)
