@@ -15,6 +15,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -110,6 +111,59 @@ def raw_get(gw: Platform, target: str) -> tuple[str, dict[str, str], bytes]:
 
 def shaped(answer: dict[str, Any]) -> str:
     return "/v3/shaped?answer=" + quote(json.dumps(answer), safe="")
+
+
+# -- 1. schemas never fetch -------------------------------------------------------------------------------
+def test_a_schema_ref_outside_the_schema_is_refused_at_creation_and_never_fetched(
+    gw: Platform, http: httpx.Client, schema_server: str
+) -> None:
+    route = {"method": "POST", "path": "/v3/refs", "function": "shaped"}
+    for schema, named in [
+        ({"$ref": f"{schema_server}/slow.json"}, f"{schema_server}/slow.json"),
+        ({"properties": {"a": {"$ref": f"{schema_server}/remote2.json"}}}, "remote2.json"),
+        ({"$id": f"{schema_server}/base/", "$ref": "other.json"}, "other.json"),
+        ({"$ref": "file:///etc/passwd"}, "file:///etc/passwd"),
+        ({"$ref": "#/nonexistent"}, "#/nonexistent"),
+    ]:
+        refused(http.post("/api/v1/routes", json={**route, "request_schema": schema}), "RequestSchema", named)
+    refused(
+        http.put(
+            "/api/v1/routes",
+            json={
+                "method": "POST",
+                "path": "/v3/tree",
+                "function": "shaped",
+                "request_schema": {"$ref": f"{schema_server}/update.json"},
+            },
+        ),
+        "update.json",
+    )
+    assert Fetches.asked == []
+    assert all(r["path"] != "/v3/refs" for r in gw.client.list_routes())
+    assert http.post("/v3/tree", json={"child": {}}).status_code == 200  # the update left the route as it was
+
+
+def test_the_cli_says_which_ref_it_refused(gw: Platform, tmp_path: Path) -> None:
+    schema = tmp_path / "remote.json"
+    schema.write_text(json.dumps({"$ref": "file:///etc/passwd"}))
+    cli = gw.cli(
+        "route", "create", "POST", "/v3/cli-refs", "--function", "shaped", "--schema", str(schema), check=False
+    )
+    assert cli.returncode != 0
+    assert "file:///etc/passwd" in cli.stderr, cli.stderr
+    assert "Traceback" not in cli.stderr
+
+
+def test_a_body_the_schema_cannot_be_applied_to_gets_a_json_500_not_a_dropped_connection(
+    gw: Platform, http: httpx.Client
+) -> None:
+    deep = '{"child": ' * 1000 + "{}" + "}" * 1000
+    response = http.post("/v3/tree", content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 500, response.text
+    assert response.json()["error"] == "InternalFailure"
+    assert http.post("/v3/tree", json={"child": 5}).status_code == 400  # the route still validates
+    assert http.post("/v3/tree", json={"child": {"child": {}}}).status_code == 200
+    assert http.get("/api/v1/health").status_code == 200
 
 
 # -- 5/6. rate limits -------------------------------------------------------------------------------------

@@ -16,10 +16,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelhost.control.resources import check_name
 from modelhost.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.[A-Za-z_][A-Za-z0-9_]*$")
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -203,22 +206,91 @@ def check_path(path: str) -> None:
         raise ValidationFailed(f"Path: {path!r} names a parameter twice")
 
 
+MAX_PATTERN_CHARS = 1000  # a schema's ``pattern`` longer than this is refused (see docs/gateway.md: ReDoS)
+
+
 def check_schema(
     schema: Mapping[str, Any], example: Any = None, field: str = "RequestSchema", example_field: str = "Example"
 ) -> None:
     """A route's request (or response) schema must be valid JSON Schema 2020-12, and its example satisfy it."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    if not isinstance(schema, Mapping):
-        raise ValidationFailed(f"{field}: must be a JSON Schema object")
-    try:
-        Draft202012Validator.check_schema(dict(schema))
-    except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise ValidationFailed(f"{field}: not valid JSON Schema at {where}: {exc.message}") from None
+    validator = compile_schema(schema, field)
     if example is not None:
-        error = next(iter(Draft202012Validator(dict(schema)).iter_errors(example)), None)
+        try:
+            error = next(iter(validator.iter_errors(example)), None)
+        except Exception as exc:
+            raise ValidationFailed(f"{field}: cannot be applied to the example: {type(exc).__name__}") from None
         if error is not None:
             what = "request" if field == "RequestSchema" else "response"
             raise ValidationFailed(f"{example_field}: does not satisfy the {what} schema: {error.message}")
+
+
+def compile_schema(schema: Mapping[str, Any], field: str = "RequestSchema") -> Draft202012Validator:
+    """A validator for ``schema`` that never fetches: its ``$ref``s must resolve inside the schema itself.
+
+    jsonschema's default registry retrieves unknown URIs with urlopen (http://, file://) on every
+    validation; an empty ``referencing.Registry`` retrieves nothing (the metaschemas are still known).
+    Every ref is resolved here once, and the schema is tried on a sample, so that a route that was
+    accepted can always be applied.
+    """
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from referencing import Registry
+
+    if not isinstance(schema, Mapping):
+        raise ValidationFailed(f"{field}: must be a JSON Schema object")
+    document = dict(schema)
+    try:
+        Draft202012Validator.check_schema(document)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ValidationFailed(f"{field}: not valid JSON Schema at {where}: {exc.message}") from None
+    _check_references(document, field)
+    validator = Draft202012Validator(document, registry=Registry())
+    try:
+        next(iter(validator.iter_errors(None)), None)  # a dry run: an endless $ref loop shows here
+    except RecursionError:
+        raise ValidationFailed(f"{field}: its $refs loop without end") from None
+    except Exception as exc:
+        raise ValidationFailed(f"{field}: cannot be applied: {type(exc).__name__}: {exc}") from None
+    return validator
+
+
+def _check_references(document: dict[str, Any], field: str) -> None:
+    """Every ``$ref``/``$dynamicRef`` resolves inside ``document``, and every ``pattern`` compiles and is short."""
+    from jsonschema_specifications import REGISTRY  # type: ignore[import-untyped]  # the metaschemas jsonschema knows
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    root = DRAFT202012.create_resource(document)
+    pending = [(root, REGISTRY.resolver_with_root(root))]
+    while pending:
+        resource, resolver = pending.pop()
+        contents = resource.contents
+        if isinstance(contents, dict):
+            for keyword in ("$ref", "$dynamicRef"):
+                ref = contents.get(keyword)
+                if not isinstance(ref, str):
+                    continue
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable:
+                    raise ValidationFailed(
+                        f"{field}: {keyword} {ref!r} does not resolve inside the schema"
+                        " (nothing is fetched: no URLs, no files, no other documents)"
+                    ) from None
+            _check_patterns(contents, field)
+        pending += [(sub, resolver.in_subresource(sub)) for sub in resource.subresources()]
+
+
+def _check_patterns(contents: Mapping[str, Any], field: str) -> None:
+    """``pattern`` and ``patternProperties`` regexes: they must compile and be at most MAX_PATTERN_CHARS long."""
+    patterns = [contents["pattern"]] if isinstance(contents.get("pattern"), str) else []
+    if isinstance(contents.get("patternProperties"), Mapping):
+        patterns += [p for p in contents["patternProperties"] if isinstance(p, str)]
+    for pattern in patterns:
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise ValidationFailed(f"{field}: a pattern of {len(pattern)} characters (at most {MAX_PATTERN_CHARS})")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValidationFailed(f"{field}: pattern {pattern[:100]!r} does not compile: {exc}") from None
