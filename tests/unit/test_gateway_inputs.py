@@ -1,4 +1,4 @@
-"""What a route may be made of: schemas that never fetch, bounded rate limits (pure checks, no platform)."""
+"""What the API takes for a route: schemas that never fetch, bounded rate limits (pure checks, no platform)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from modelhost.control.gateway_api import RouteIn
 from modelhost.control.gateway_resources import MAX_BURST, RateLimit, Route, TargetKind, compile_schema
 from modelhost.errors import ValidationFailed
 
@@ -43,7 +44,8 @@ def schema_server() -> Iterator[str]:
 
 
 def route(schema: dict[str, Any], example: Any = None) -> Route:
-    return Route("POST", "/v1/x", TargetKind.FUNCTION, "fn", request_schema=schema, example=example)
+    """A route as the API makes it (create and update alike)."""
+    return RouteIn(method="POST", path="/v1/x", function="fn", request_schema=schema, example=example).to_resource()
 
 
 @pytest.mark.parametrize(
@@ -186,10 +188,23 @@ def test_a_burst_out_of_bounds_is_refused_naming_the_field(burst: int) -> None:
         RateLimit.parse("5/s", burst)
 
 
-@pytest.mark.parametrize("rate", [float("inf"), float("nan"), 1e-300, 2e6])
-def test_a_rate_limit_made_directly_is_bounded_too(rate: float) -> None:
+@pytest.mark.parametrize("rate", [float("inf"), float("nan"), 0.0, -1.0])
+def test_a_rate_limit_made_directly_must_still_be_a_usable_bucket(rate: float) -> None:
     with pytest.raises(ValidationFailed, match=r"^Rate: "):
         RateLimit(rate, 1)
+
+
+def test_a_route_stored_before_the_bounds_still_loads() -> None:
+    assert RateLimit(5e-324, 1).rate == 5e-324  # read back from the store: the throttle copes (Retry-After capped)
+    stored = Route("POST", "/v1/x", TargetKind.FUNCTION, "fn", request_schema={"$ref": "http://127.0.0.1:1/x"})
+    assert stored.request_schema is not None
+
+
+def test_the_api_checks_the_response_schema_too(schema_server: str) -> None:
+    body = RouteIn(method="GET", path="/v1/x", function="fn", response_schema={"$ref": f"{schema_server}/r.json"})
+    with pytest.raises(ValidationFailed, match=r"^ResponseSchema: \$ref"):
+        body.to_resource()
+    assert Fetches.asked == []
 
 
 def _filled(schema: Any, base: str) -> Any:

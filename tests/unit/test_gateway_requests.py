@@ -227,3 +227,18 @@ def test_a_keys_tiny_stored_rate_gets_a_429_with_a_capped_retry_after(tmp_path: 
     refused = call(gateway, "GET", "/v1/free", key(b"k-tiny"))
     assert refused.status == 429
     assert refused.headers["retry-after"] == "86400"
+
+
+def test_a_stored_route_whose_schema_cannot_be_applied_answers_500_and_the_others_still_work(gateway: Gateway) -> None:
+    nowhere = {"$ref": "#/nonexistent"}  # refused by the API now; a route stored before that still loads
+    gateway.replace_routes(
+        [
+            Route("POST", "/v1/nowhere", TargetKind.FUNCTION, "fn", request_schema=nowhere),
+            Route("POST", "/v1/fine", TargetKind.FUNCTION, "fn", request_schema={"type": "object"}),
+        ]
+    )
+    answer = post(gateway, "/v1/nowhere", b"{}")
+    assert answer.status == 500
+    assert answer.error == "InternalFailure"
+    assert post(gateway, "/v1/fine", b"{}").status == NOT_RUNNING
+    assert post(gateway, "/v1/fine", b"[]").status == 400

@@ -24,6 +24,7 @@ from modelhost.control.gateway_resources import (
     RateLimit,
     Route,
     TargetKind,
+    compile_schema,
 )
 from modelhost.errors import ValidationFailed
 
@@ -147,6 +148,9 @@ class RouteIn(BaseModel):
         kind = TargetKind.FUNCTION if self.function is not None else TargetKind.ENDPOINT
         if self.rate is None and self.burst is not None:
             raise ValidationFailed("burst: give rate too")
+        for schema, field in ((self.request_schema, "RequestSchema"), (self.response_schema, "ResponseSchema")):
+            if schema is not None:
+                compile_schema(schema, field)  # refs inside it only, patterns that compile: nothing ever fetched
         return Route(
             method=self.method.upper(),
             path=self.path,

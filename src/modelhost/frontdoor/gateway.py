@@ -88,7 +88,7 @@ class CompiledRoutes:
         """A route's schema compiled once, never fetching; one that cannot be is its requests' 500, not ours."""
         try:
             self.validators[key] = compile_schema(schema)
-        except ValidationFailed as exc:  # a route stored before the checks were this strict
+        except ValidationFailed as exc:  # a route stored before the API checked this (the store loads it)
             log.error("route %s: its request schema cannot be applied: %s", key, exc.message)
             self.unusable[key] = exc.message
 
