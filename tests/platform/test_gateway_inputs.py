@@ -5,6 +5,8 @@ response that ``?answer=`` holds (JSON), so a test says exactly what the handler
 
     GET  /v3/shaped   open, no schema
     POST /v3/tree     a recursive schema ({"child": <tree>}), applied to every body
+
+The last test restarts it, with routes written straight into its store as an older version could have.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from modelhost.control.gateway_resources import RateLimit, Route, TargetKind
+from modelhost.control.gateway_store import GatewayStore
+from modelhost.control.store import StateStore
 from tests.platform.conftest import Platform, platforms
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -243,3 +248,30 @@ def test_numbers_and_booleans_in_headers_become_text_and_other_values_a_502(http
         assert response.status_code == 502, response.text
         assert response.json()["error"] == "FunctionError"
         assert "X-" in response.json()["message"]
+
+
+# -- routes an older version stored ----------------------------------------------------------------------
+def test_routes_stored_before_these_checks_still_load_and_answer(gw: Platform) -> None:
+    """Last in the module: restarts the shared platform with two such routes in its store."""
+    assert gw.stop() == 0
+    store = StateStore(f"sqlite:///{gw.state_dir / 'state.db'}")
+    try:
+        routes = GatewayStore(store.engine)
+        nowhere = {"$ref": "#/nonexistent"}  # the API refuses it now; an older one took it
+        routes.create_route(Route("POST", "/v3/old-schema", TargetKind.FUNCTION, "shaped", request_schema=nowhere))
+        tiny = RateLimit(1e-300, 1)  # below the API's 0.001/s
+        routes.create_route(Route("GET", "/v3/old-rate", TargetKind.FUNCTION, "shaped", rate_limit=tiny))
+    finally:
+        store.close()
+    gw.start()
+    gw.client.wait_active("shaped", 120)  # (and so the platform stops cleanly at the end)
+    assert {"/v3/old-schema", "/v3/old-rate", "/v3/shaped"} <= {r["path"] for r in gw.client.list_routes()}
+    with httpx.Client(base_url=gw.url, timeout=60) as http:
+        old = http.post("/v3/old-schema", json={})
+        assert old.status_code == 500, old.text
+        assert old.json()["error"] == "InternalFailure"
+        assert http.get("/v3/old-rate").status_code == 200  # its one token
+        throttled = http.get("/v3/old-rate")
+        assert throttled.status_code == 429, throttled.text
+        assert throttled.headers["retry-after"] == "86400"
+        assert http.post("/v3/tree", json={"child": 5}).status_code == 400  # the other routes as before
