@@ -193,3 +193,52 @@ def test_cors_headers_name_the_origin_unless_any_origin_will_do() -> None:
     assert cors_headers(APP_CORS, b"https://evil.example") == []
     assert cors_headers(APP_CORS, None) == []
     assert cors_headers(None, ORIGIN) == []
+
+
+# -- request schemas and limits that could not be answered before -------------------------------------------
+def post(gateway: Gateway, url: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
+    found = gateway.match("POST", url)
+    assert found is not None, f"POST {url} matches no route"
+    answers: list[bytes] = []
+    gateway.handle(found, "POST", url.encode(), headers or [], body, answers.append)
+    assert len(answers) == 1, "every request gets exactly one answer"
+    return Answer(answers[0])
+
+
+def test_a_body_the_schema_cannot_be_applied_to_gets_a_500_answer(gateway: Gateway) -> None:
+    tree = {"type": "object", "properties": {"child": {"$ref": "#"}}}
+    gateway.replace_routes([Route("POST", "/v1/tree", TargetKind.FUNCTION, "fn", request_schema=tree)])
+    shallow = post(gateway, "/v1/tree", b'{"child": {"child": {}}}')
+    assert shallow.status == NOT_RUNNING
+    deep = b'{"child": ' * 1000 + b"{}" + b"}" * 1000  # past Python's recursion limit in the validator
+    answer = post(gateway, "/v1/tree", deep)
+    assert answer.status == 500
+    assert answer.error == "InternalFailure"
+    assert post(gateway, "/v1/tree", b'{"child": 5}').status == 400  # and the route still validates
+
+
+def test_a_keys_tiny_stored_rate_gets_a_429_with_a_capped_retry_after(tmp_path: Path, clock: Clock) -> None:
+    runtime = LocalRuntime(tmp_path)
+    keys = AccessTable()
+    keys.replace_keys([ApiKey("tiny-key", key_sha256(b"k-tiny"), "k-tiny", rate_per_s=5e-324, burst=1)])
+    gateway = Gateway(FrontDoor(runtime, lambda name: None), runtime, lambda name: None, keys, clock=clock)
+    gateway.replace_routes([Route("GET", "/v1/free", TargetKind.FUNCTION, "fn")])
+    assert call(gateway, "GET", "/v1/free", key(b"k-tiny")).status == NOT_RUNNING
+    refused = call(gateway, "GET", "/v1/free", key(b"k-tiny"))
+    assert refused.status == 429
+    assert refused.headers["retry-after"] == "86400"
+
+
+def test_a_stored_route_whose_schema_cannot_be_applied_answers_500_and_the_others_still_work(gateway: Gateway) -> None:
+    nowhere = {"$ref": "#/nonexistent"}  # refused by the API now; a route stored before that still loads
+    gateway.replace_routes(
+        [
+            Route("POST", "/v1/nowhere", TargetKind.FUNCTION, "fn", request_schema=nowhere),
+            Route("POST", "/v1/fine", TargetKind.FUNCTION, "fn", request_schema={"type": "object"}),
+        ]
+    )
+    answer = post(gateway, "/v1/nowhere", b"{}")
+    assert answer.status == 500
+    assert answer.error == "InternalFailure"
+    assert post(gateway, "/v1/fine", b"{}").status == NOT_RUNNING
+    assert post(gateway, "/v1/fine", b"[]").status == 400

@@ -62,3 +62,19 @@ def test_idle_buckets_are_dropped_and_come_back_full() -> None:
 @pytest.mark.parametrize(("seconds", "header"), [(0.01, 1), (1.0, 1), (1.2, 2), (59.5, 60)])
 def test_retry_after_is_whole_seconds_and_at_least_one(seconds: float, header: int) -> None:
     assert retry_after(seconds) == header
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"),
+    [
+        (86399.5, 86400),
+        (86401.0, 86400),
+        (1e300, 86400),
+        (float("inf"), 86400),
+        (float("nan"), 1),
+        (-5.0, 1),
+        (float("-inf"), 1),
+    ],
+)
+def test_retry_after_is_capped_at_a_day_and_never_raises(seconds: float, header: int) -> None:
+    assert retry_after(seconds) == header

@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelhost.control.gateway_controller import GatewayController
 from modelhost.control.gateway_resources import (
     DEFAULT_BODY_LIMIT,
+    MAX_BURST,
     MAX_TIMEOUT_S,
     Cors,
     Function,
     RateLimit,
     Route,
     TargetKind,
+    compile_schema,
 )
 from modelhost.errors import ValidationFailed
 
@@ -122,8 +124,12 @@ class RouteIn(BaseModel):
     function: str | None = Field(None, description="the function it calls (or give endpoint)")
     endpoint: str | None = Field(None, description="the endpoint it invokes with the body (or give function)")
     api_key_required: bool = False
-    rate: str | None = Field(None, description="e.g. 50/s or 600/m; per API key when a key is required")
-    burst: int | None = Field(None, description="requests allowed at once (default: a second's worth)")
+    rate: str | None = Field(
+        None, description="e.g. 50/s or 600/m (0.001/s to 1000000/s); per API key when a key is required"
+    )
+    burst: int | None = Field(
+        None, ge=1, le=MAX_BURST, description="requests allowed at once (default: a second's worth)"
+    )
     max_body_bytes: int = DEFAULT_BODY_LIMIT
     cors: CorsIn | None = Field(None, description="browser origins that may call it; preflights answered")
     request_schema: dict[str, Any] | None = Field(
@@ -142,6 +148,9 @@ class RouteIn(BaseModel):
         kind = TargetKind.FUNCTION if self.function is not None else TargetKind.ENDPOINT
         if self.rate is None and self.burst is not None:
             raise ValidationFailed("burst: give rate too")
+        for schema, field in ((self.request_schema, "RequestSchema"), (self.response_schema, "ResponseSchema")):
+            if schema is not None:
+                compile_schema(schema, field)  # refs inside it only, patterns that compile: nothing ever fetched
         return Route(
             method=self.method.upper(),
             path=self.path,

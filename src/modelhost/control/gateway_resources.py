@@ -5,20 +5,26 @@
     Route      METHOD + path template (``/v1/items/{id}``) ─► a function or an endpoint, with an API-key
                requirement, a rate limit (token bucket), a body size limit
 
-Values are immutable and validated with the field named, as the hosting resources are.
+Values are immutable and validated with the field named, as the hosting resources are. What the API
+takes is checked further (``RateLimit.parse``: bounded rates; ``compile_schema``: schemas that never
+fetch), so that a route stored before those checks still loads.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelhost.control.resources import check_name
 from modelhost.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.[A-Za-z_][A-Za-z0-9_]*$")
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -77,33 +83,61 @@ class TargetKind(enum.StrEnum):
     ENDPOINT = "endpoint"
 
 
+MIN_RATE_PER_S = 0.001  # one request in about 17 minutes
+MAX_RATE_PER_S = 1_000_000.0
+MAX_BURST = 1_000_000
+_RATE = re.compile(r"^([0-9]{1,9}(?:\.[0-9]{1,9})?)(?:/(s|sec|second|m|min|minute))?$")
+_PER = {None: 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+
+
 @dataclass(frozen=True)
 class RateLimit:
-    """A token bucket: ``rate`` requests a second on average, bursts of up to ``burst``."""
+    """A token bucket: ``rate`` requests a second on average, bursts of up to ``burst``.
+
+    What the API takes is bounded (``parse``: MIN_RATE_PER_S to MAX_RATE_PER_S, a burst of 1 to
+    MAX_BURST); a limit itself need only be a usable bucket (finite, > 0), so that a route stored
+    before those bounds still loads (the throttle copes with any such rate).
+    """
 
     rate: float
     burst: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rate, (int, float)) or self.rate <= 0:
+        if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not math.isfinite(self.rate):
+            raise ValidationFailed(f"Rate: must be a number of requests a second, got {self.rate!r}")
+        if self.rate <= 0:
             raise ValidationFailed(f"Rate: must be > 0 requests a second, got {self.rate!r}")
-        if not isinstance(self.burst, int) or self.burst < 1:
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
             raise ValidationFailed(f"Burst: must be >= 1, got {self.burst!r}")
 
     @classmethod
     def parse(cls, rate: str, burst: int | None = None) -> RateLimit:
-        """``"50/s"``, ``"600/m"`` or a bare number (a second); the burst defaults to a second's worth."""
-        text = rate.strip().lower()
-        number, _, unit = text.partition("/")
-        per = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}.get(unit)
-        try:
-            value = float(number)
-        except ValueError:
-            value = -1.0
-        if per is None or value <= 0:
-            raise ValidationFailed(f"Rate: {rate!r} must be N/s or N/m, e.g. 50/s")
-        per_second = value / per
+        """``"50/s"``, ``"600/m"`` or a bare number (a second), ASCII digits; the burst defaults to a second's worth."""
+        found = _RATE.fullmatch(rate.strip().lower()) if isinstance(rate, str) else None
+        if found is None:
+            raise ValidationFailed(f"Rate: {rate!r} must be N/s or N/m (digits, at most one point), e.g. 50/s")
+        per_second = float(found.group(1)) / _PER[found.group(2)]
+        check_rate(per_second, "Rate")
+        if burst is not None:
+            check_burst(burst, "Burst")
         return cls(per_second, burst if burst is not None else max(1, round(per_second)))
+
+
+def check_rate(rate: object, field: str) -> None:
+    """A rate in requests a second: a finite number within MIN_RATE_PER_S..MAX_RATE_PER_S."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
+        raise ValidationFailed(f"{field}: must be a number of requests a second, got {rate!r}")
+    if not MIN_RATE_PER_S * (1 - 1e-9) <= rate <= MAX_RATE_PER_S:
+        raise ValidationFailed(
+            f"{field}: must be {MIN_RATE_PER_S:g} to {MAX_RATE_PER_S:,.0f} requests a second "
+            f"(0.06/m to 1000000/s), got {rate:g}"
+        )
+
+
+def check_burst(burst: object, field: str) -> None:
+    """A burst: a whole number of requests, 1..MAX_BURST."""
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_BURST:
+        raise ValidationFailed(f"{field}: must be a whole number 1 to {MAX_BURST:,}, got {burst!r}")
 
 
 @dataclass(frozen=True)
@@ -181,22 +215,108 @@ def check_path(path: str) -> None:
         raise ValidationFailed(f"Path: {path!r} names a parameter twice")
 
 
+MAX_PATTERN_CHARS = 1000  # a schema's ``pattern`` longer than this is refused (see docs/gateway.md: ReDoS)
+
+
 def check_schema(
     schema: Mapping[str, Any], example: Any = None, field: str = "RequestSchema", example_field: str = "Example"
 ) -> None:
-    """A route's request (or response) schema must be valid JSON Schema 2020-12, and its example satisfy it."""
+    """A route's request (or response) schema must be valid JSON Schema 2020-12, and its example satisfy it.
+
+    The shape only: whether the schema can be applied without fetching anything is ``compile_schema``'s,
+    which the API runs on create and update. A route read back from the store is not refused for
+    that, so one stored before the check still loads (the front door answers its requests 500).
+    """
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+
+    document = _checked_shape(schema, field)
+    if example is None:
+        return
+    try:
+        error = next(iter(Draft202012Validator(document, registry=Registry()).iter_errors(example)), None)
+    except Exception:
+        return
+    if error is not None:
+        what = "request" if field == "RequestSchema" else "response"
+        raise ValidationFailed(f"{example_field}: does not satisfy the {what} schema: {error.message}")
+
+
+def _checked_shape(schema: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """``schema`` as a dict, refused unless it is valid JSON Schema 2020-12 (its metaschema; nothing fetched)."""
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
     if not isinstance(schema, Mapping):
         raise ValidationFailed(f"{field}: must be a JSON Schema object")
+    document = dict(schema)
     try:
-        Draft202012Validator.check_schema(dict(schema))
+        Draft202012Validator.check_schema(document)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         raise ValidationFailed(f"{field}: not valid JSON Schema at {where}: {exc.message}") from None
-    if example is not None:
-        error = next(iter(Draft202012Validator(dict(schema)).iter_errors(example)), None)
-        if error is not None:
-            what = "request" if field == "RequestSchema" else "response"
-            raise ValidationFailed(f"{example_field}: does not satisfy the {what} schema: {error.message}")
+    return document
+
+
+def compile_schema(schema: Mapping[str, Any], field: str = "RequestSchema") -> Draft202012Validator:
+    """A validator for ``schema`` that never fetches: its ``$ref``s must resolve inside the schema itself.
+
+    jsonschema's default registry retrieves unknown URIs with urlopen (http://, file://) on every
+    validation; an empty ``referencing.Registry`` retrieves nothing (the metaschemas are still known).
+    Every ref is resolved here once, and the schema is tried on a sample, so that a route that was
+    accepted can always be applied.
+    """
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+
+    document = _checked_shape(schema, field)
+    _check_references(document, field)
+    validator = Draft202012Validator(document, registry=Registry())
+    try:
+        next(iter(validator.iter_errors(None)), None)  # a dry run: an endless $ref loop shows here
+    except RecursionError:
+        raise ValidationFailed(f"{field}: its $refs loop without end") from None
+    except Exception as exc:
+        raise ValidationFailed(f"{field}: cannot be applied: {type(exc).__name__}: {exc}") from None
+    return validator
+
+
+def _check_references(document: dict[str, Any], field: str) -> None:
+    """Every ``$ref``/``$dynamicRef`` resolves inside ``document``, and every ``pattern`` compiles and is short."""
+    from jsonschema_specifications import REGISTRY  # type: ignore[import-untyped]  # the metaschemas jsonschema knows
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    root = DRAFT202012.create_resource(document)
+    pending = [(root, REGISTRY.resolver_with_root(root))]
+    while pending:
+        resource, resolver = pending.pop()
+        contents = resource.contents
+        if isinstance(contents, dict):
+            for keyword in ("$ref", "$dynamicRef"):
+                ref = contents.get(keyword)
+                if not isinstance(ref, str):
+                    continue
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable:
+                    raise ValidationFailed(
+                        f"{field}: {keyword} {ref!r} does not resolve inside the schema"
+                        " (nothing is fetched: no URLs, no files, no other documents)"
+                    ) from None
+            _check_patterns(contents, field)
+        pending += [(sub, resolver.in_subresource(sub)) for sub in resource.subresources()]
+
+
+def _check_patterns(contents: Mapping[str, Any], field: str) -> None:
+    """``pattern`` and ``patternProperties`` regexes: they must compile and be at most MAX_PATTERN_CHARS long."""
+    patterns = [contents["pattern"]] if isinstance(contents.get("pattern"), str) else []
+    if isinstance(contents.get("patternProperties"), Mapping):
+        patterns += [p for p in contents["patternProperties"] if isinstance(p, str)]
+    for pattern in patterns:
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise ValidationFailed(f"{field}: a pattern of {len(pattern)} characters (at most {MAX_PATTERN_CHARS})")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValidationFailed(f"{field}: pattern {pattern[:100]!r} does not compile: {exc}") from None

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelhost.control.gateway_resources import MAX_BURST
 from modelhost.control.resources import (
     ApiKey,
     DataCaptureConfig,
@@ -262,8 +263,10 @@ class ApiKeyIn(BaseModel):
     model_config = _STRICT
     name: str
     endpoints: list[str] | None = Field(None, description="the endpoints it may invoke (default: every one)")
-    rate: str | None = Field(None, description="its own limit over every gateway route, e.g. 10/s or 600/m")
-    burst: int | None = Field(None, description="requests at once (default: a second's worth)")
+    rate: str | None = Field(
+        None, description="its own limit over every gateway route, e.g. 10/s or 600/m (0.001/s to 1000000/s)"
+    )
+    burst: int | None = Field(None, ge=1, le=MAX_BURST, description="requests at once (default: a second's worth)")
 
 
 class ApiKeyOut(BaseModel):

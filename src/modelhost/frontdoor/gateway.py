@@ -21,15 +21,16 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from modelhost.control.gateway_resources import Cors, Route, TargetKind
+from modelhost.control.gateway_resources import Cors, Route, TargetKind, compile_schema
 from modelhost.control.resources import ApiKey
+from modelhost.errors import ValidationFailed
 from modelhost.frontdoor.answers import render_route_error
 from modelhost.frontdoor.lambda_proxy import RouteRequest, function_response, header, proxy_event
 from modelhost.frontdoor.proxy import FrontDoor, FrontDoorError, Respond, render
@@ -78,11 +79,18 @@ class CompiledRoutes:
         templates.sort(key=lambda item: -item[0])
         self._templates = templates
         self.validators: dict[str, Any] = {}  # route key ─► its compiled request schema
+        self.unusable: dict[str, str] = {}  # route key ─► why its schema cannot be applied (a 500 per request)
         for route in routes:
             if route.request_schema is not None:
-                from jsonschema import Draft202012Validator
+                self._compile(route.key, route.request_schema)
 
-                self.validators[route.key] = Draft202012Validator(dict(route.request_schema))
+    def _compile(self, key: str, schema: Mapping[str, Any]) -> None:
+        """A route's schema compiled once, never fetching; one that cannot be is its requests' 500, not ours."""
+        try:
+            self.validators[key] = compile_schema(schema)
+        except ValidationFailed as exc:  # a route stored before the API checked this (the store loads it)
+            log.error("route %s: its request schema cannot be applied: %s", key, exc.message)
+            self.unusable[key] = exc.message
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         path = path.rstrip("/") or "/"
@@ -106,6 +114,21 @@ class CompiledRoutes:
     def methods_for(self, path: str) -> list[str]:
         found = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD") if self.match(m, path) is not None]
         return [*found, "OPTIONS"]
+
+
+def _first_error(key: str, validator: Any, document: Any) -> Any:
+    """The most relevant of ``document``'s errors, or None; a validator that fails itself is a 500 JSON answer.
+
+    The schema was checked when the route was made, so this is a bug or a schema (say, a deep
+    ``$ref`` chain) that only some bodies reach: the caller still gets an answer.
+    """
+    from jsonschema.exceptions import best_match
+
+    try:
+        return best_match(validator.iter_errors(document))
+    except Exception:
+        log.exception("route %s: its request schema failed on a body", key)
+        raise FrontDoorError(500, "InternalFailure", f"{key}: its request schema could not be applied.") from None
 
 
 def _decoded(segment: str) -> str:
@@ -241,6 +264,9 @@ class Gateway:
             )
         except FrontDoorError as exc:
             respond(render_route_error(exc, request_id))
+        except Exception:  # a bug of ours: the caller still gets an answer, the connection is kept
+            log.exception("route %s: request %s failed", route.key, request_id)
+            respond(render_route_error(FrontDoorError(500, "InternalFailure", "The gateway failed."), request_id))
 
     def _preflight(self, found: RouteMatch, url: bytes, origin: bytes | None, request_id: str) -> bytes:
         cors = found.route.cors
@@ -260,6 +286,8 @@ class Gateway:
         """The body against the route's JSON Schema, before anything runs: 400 naming the failing field."""
         validator = self._routes.validators.get(route.key)
         if validator is None:
+            if route.key in self._routes.unusable:
+                raise FrontDoorError(500, "InternalFailure", f"{route.key}: its request schema cannot be applied.")
             return
         content_type = header(headers, b"content-type") or b"application/json"
         media = content_type.split(b";", 1)[0].strip().lower()
@@ -271,9 +299,7 @@ class Gateway:
             document = orjson.loads(body or b"null")
         except orjson.JSONDecodeError as exc:
             raise FrontDoorError(400, "ValidationError", f"body: malformed JSON: {exc}") from None
-        from jsonschema.exceptions import best_match
-
-        error = best_match(validator.iter_errors(document))
+        error = _first_error(route.key, validator, document)
         if error is not None:
             field = ".".join(str(part) for part in error.absolute_path)
             where = f"body.{field}" if field else "body"

@@ -10,6 +10,7 @@ routing, the checks and the calls.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ _TEXT_TYPES = re.compile(rb"^(text/|application/(json|[\w.+-]*\+json|xml|x-www-f
 _DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 _HEADER_TEXT = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_NO_BODY = frozenset({204, 304})  # answers HTTP says have no body: a handler's is dropped
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -189,34 +191,79 @@ def function_response(name: str, response: UpstreamResponse, request_id: str) ->
 
 def _proxy_response(name: str, value: dict[str, Any], request_header: tuple[bytes, bytes]) -> bytes:
     status = value.get("statusCode")
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        raise FrontDoorError(502, "FunctionError", f"Function {name} returned statusCode {status!r}: not 100-599")
-    headers: list[tuple[bytes, bytes]] = []
-    given = [(k, v) for k, v in (value.get("headers") or {}).items()]
-    for k, values in (value.get("multiValueHeaders") or {}).items():
-        given += [(k, v) for v in (values if isinstance(values, list) else [values])]
-    for header, header_value in given:
-        text = str(header_value) if not isinstance(header_value, str) else header_value
-        if not isinstance(header, str) or not _TOKEN.fullmatch(header) or not _HEADER_TEXT.fullmatch(text):
-            raise FrontDoorError(502, "FunctionError", f"Function {name} returned a malformed header {header!r}")
-        if header.lower() not in _DROPPED_RESPONSE_HEADERS:
-            headers.append((header.lower().encode(), text.encode("latin-1", "replace")))
-    body_value = value.get("body")
-    if body_value is None:
-        body = b""
-    elif not isinstance(body_value, str):
-        raise FrontDoorError(502, "FunctionError", f"Function {name} returned a body that is not a string")
-    elif value.get("isBase64Encoded"):
-        try:
-            body = base64.b64decode(body_value, validate=True)
-        except ValueError:
-            raise FrontDoorError(502, "FunctionError", f"Function {name} returned a body that is not base64") from None
-    else:
-        body = body_value.encode()
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        raise FrontDoorError(502, "FunctionError", f"Function {name} returned statusCode {status!r}: not 200-599")
+    headers = _response_headers(name, value)
+    if status in _NO_BODY:
+        return _render_bodiless(status, [*headers, request_header])
+    body = _response_body(name, value)
     if body and not any(k == b"content-type" for k, _ in headers):
         headers.append((b"content-type", b"application/json"))
     headers.append(request_header)
     return render(status, headers, body)
+
+
+def _render_bodiless(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A 204 or 304: whatever body the handler gave is dropped, and no Content-Length is sent (RFC 9110)."""
+    return render(status, headers, b"").removesuffix(b"content-length: 0\r\n\r\n") + b"\r\n"
+
+
+def _response_headers(name: str, value: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """``headers`` and ``multiValueHeaders`` as API Gateway takes them: strings, numbers or booleans.
+
+    A number or a boolean is sent as its JSON text (``5``, ``true``); a list, an object or null in
+    ``headers`` (or anything but a list in ``multiValueHeaders``) is a malformed response, a 502.
+    """
+    single, multi = value.get("headers") or {}, value.get("multiValueHeaders") or {}
+    if not isinstance(single, dict) or not isinstance(multi, dict):
+        raise FrontDoorError(502, "FunctionError", f"Function {name} returned headers that are not an object")
+    given = list(single.items())
+    for k, values in multi.items():
+        if not isinstance(values, list):
+            raise FrontDoorError(
+                502, "FunctionError", f"Function {name} returned multiValueHeaders {k!r} that is not a list"
+            )
+        given += [(k, v) for v in values]
+    headers: list[tuple[bytes, bytes]] = []
+    for header_name, header_value in given:
+        text = _header_text(header_value)
+        if text is None:
+            raise FrontDoorError(
+                502,
+                "FunctionError",
+                f"Function {name} returned header {header_name!r} with a {type(header_value).__name__} value"
+                " (give a string, a number or a boolean)",
+            )
+        if not isinstance(header_name, str) or not _TOKEN.fullmatch(header_name) or not _HEADER_TEXT.fullmatch(text):
+            raise FrontDoorError(502, "FunctionError", f"Function {name} returned a malformed header {header_name!r}")
+        if header_name.lower() not in _DROPPED_RESPONSE_HEADERS:
+            headers.append((header_name.lower().encode(), text.encode("latin-1", "replace")))
+    return headers
+
+
+def _header_text(value: object) -> str | None:
+    """A header value as sent: a string as it is, a boolean or a finite number as JSON writes it; else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return str(value)
+    return None
+
+
+def _response_body(name: str, value: dict[str, Any]) -> bytes:
+    body_value = value.get("body")
+    if body_value is None:
+        return b""
+    if not isinstance(body_value, str):
+        raise FrontDoorError(502, "FunctionError", f"Function {name} returned a body that is not a string")
+    if value.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body_value, validate=True)
+        except ValueError:
+            raise FrontDoorError(502, "FunctionError", f"Function {name} returned a body that is not base64") from None
+    return body_value.encode()
 
 
 def _message_of(body: bytes) -> str:

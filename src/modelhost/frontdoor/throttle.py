@@ -79,6 +79,14 @@ class Buckets:
             del self._buckets[key]
 
 
+MAX_RETRY_AFTER_S = 86400  # a day: beyond it a client is told no more (routes' rates stop well short of it)
+
+
 def retry_after(seconds: float) -> int:
-    """Whole seconds for the Retry-After header, at least 1."""
+    """Whole seconds for the Retry-After header, 1 to MAX_RETRY_AFTER_S, whatever ``seconds`` is (inf, NaN).
+
+    Called while a 429 is being made: raising here would drop the connection, not refuse the call.
+    """
+    if not math.isfinite(seconds) or seconds >= MAX_RETRY_AFTER_S:
+        return 1 if math.isnan(seconds) or seconds < 0 else MAX_RETRY_AFTER_S
     return max(1, math.ceil(seconds))
