@@ -203,3 +203,14 @@ def test_a_model_in_use_cannot_be_deleted_and_its_instance_still_restarts(
         return instance["state"] == "Healthy" and instance["pid"] != old_pid and invokes(platform, "kept")
 
     poll(back, 30, "the instance to come back", every_s=0.1)
+
+
+def test_stopping_up_while_its_first_instance_starts_is_clean(platform: Platform, sentiment_model: Path) -> None:
+    """The first spawn waits for the launcher to start; stopping meanwhile cancels the spawn, which
+    must not cancel the launcher's own start (it then failed with InvalidStateError in its reader)."""
+    platform.client.deploy(sentiment_model, "early", wait=False)
+    time.sleep(0.05)
+    assert platform.stop() == 0
+    log = platform.log()
+    assert "InvalidStateError" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

@@ -170,7 +170,7 @@ class Launcher:
             assert self._process is not None
             assert self._process.stdin is not None
             assert self._ready is not None
-            await self._ready
+            await asyncio.shield(self._ready)  # a cancelled spawn must not cancel the launcher's start for all
             ticket = next(self._tickets)
             reply = self._pending[ticket] = asyncio.get_running_loop().create_future()
             request = {"env": dict(environment), "log": log_path, "label": label, "ticket": ticket}
@@ -191,7 +191,8 @@ class Launcher:
             while line := await process.stdout.readline():
                 message = orjson.loads(line)
                 if "ready" in message:
-                    ready.set_result(int(message["ready"]))
+                    if not ready.done():
+                        ready.set_result(int(message["ready"]))
                 elif "pid" in message:
                     self._deliver(pending.pop(int(message["ticket"]), None), int(message["pid"]))
                 elif "exited" in message:
