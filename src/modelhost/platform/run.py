@@ -5,7 +5,7 @@ Composition root, with the start-up order in view:
     1. lock the state directory (one platform per state)
     2. open the state store and the artifact store
     3. build the runtime, the controller, the front door and the API
-    4. listen; bring the stored endpoints back (recover)
+    4. mark the stored endpoints and functions as coming back (recover), then answer on the port
     5. on SIGTERM/SIGINT: stop accepting, finish in-flight requests, stop every instance
 """
 
@@ -282,9 +282,11 @@ async def _serve(settings: PlatformSettings, token: str | None) -> int:
     usage_keeper = asyncio.create_task(gateway_controller.flush_usage_forever(gateway.usage))
     capturing = asyncio.create_task(capture.run())
     try:
-        await doors.start(public)
+        # Stored statuses are marked (SystemUpdating, Pending) before the port answers, so no client
+        # reads a status from before the restart; the instances come up in the background.
         await controller.recover()
         await gateway_controller.recover()
+        await doors.start(public)
         log.info(
             "modelhost up on http://%s:%d (state %s, artifacts %s)",
             settings.host,
