@@ -12,8 +12,6 @@ from typing import Any
 
 import orjson
 
-MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers; beyond: 431 (a handed connection comes back for it)
-
 _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
 
 

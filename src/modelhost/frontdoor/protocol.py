@@ -26,30 +26,19 @@ from typing import cast
 
 import httptools
 
-from modelhost.frontdoor.answers import MAX_HEAD_BYTES
 from modelhost.frontdoor.gateway import Gateway, RouteMatch
 from modelhost.frontdoor.handoff import MAX_TIMES_BACK, Handoff
 from modelhost.frontdoor.proxy import PREFIX, FrontDoor, FrontDoorError, render_error
+from modelhost.server.head_limit import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, HeadBudget, HeadTooLarge
 
 log = logging.getLogger("modelhost.frontdoor")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# A head's bytes are counted as httptools hands them over (MAX_HEAD_BYTES); a single header line it
-# is still buffering is bounded by the bytes read while in a head (a chunk read may also hold the
-# end of the previous request, hence the margin).
-_MAX_UNPARSED_HEAD = 16 * MAX_HEAD_BYTES
 _HIGH_WATER = 1 << 20
 
 
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback: the request's head is over MAX_HEAD_BYTES."""
-
-
 def _head_too_large() -> FrontDoorError:
-    limit = MAX_HEAD_BYTES // 1024
-    return FrontDoorError(
-        431, "RequestHeaderFieldsTooLarge", f"the request line and headers are larger than the limit of {limit} KB"
-    )
+    return FrontDoorError(431, HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)
 
 
 def _too_large(limit: int) -> FrontDoorError:
@@ -295,9 +284,7 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._names: list[bytes] = []  # the header names as sent (the gateway's events keep their case)
         self._expect_continue = False
         self._content_length = -1  # of the request being read; -1: not said
-        self._in_head = False  # between a request's first byte and the end of its headers
-        self._head_bytes = 0  # of the request line and headers parsed so far
-        self._head_read = 0  # bytes read while in a head, parsed or not
+        self._head = HeadBudget()
         self.deadline = math.inf  # loop time; the server's sweep acts on it (no timer per request)
         self._closed = False
         self._paused = False
@@ -324,17 +311,15 @@ class FrontDoorProtocol(asyncio.Protocol):
             self.refuse(FrontDoorError(400, "BadRequest", "protocol upgrades are not supported"))
             return
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _HeadTooLarge):
+            if not isinstance(exc.__context__, HeadTooLarge):
                 raise
             self.refuse(_head_too_large())
             return
         except httptools.HttpParserError as exc:
             self.refuse(FrontDoorError(400, "BadRequest", f"malformed HTTP request: {exc}"))
             return
-        if self._in_head:
-            self._head_read += len(data)
-            if self._head_read > _MAX_UNPARSED_HEAD:
-                self.refuse(_head_too_large())
+        if self._head.fed(len(data)):
+            self.refuse(_head_too_large())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -362,15 +347,15 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._names = []
         self._expect_continue = False
         self._content_length = -1
-        self._in_head, self._head_bytes, self._head_read = True, 0, 0
+        self._head.begin()
         self._arm(self.settings.read_timeout_s)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_head(len(url))
+        self._head.take(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
+        self._head.take(len(name) + len(value) + 4)  # stops the parser past the limit: a 431
         sent, name = name, name.lower()
         if name == b"content-length":
             self._content_length = int(value) if value.isdigit() else -1
@@ -380,13 +365,8 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._headers.append((name, value))
         self._names.append(sent)
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge  # stops the parser; data_received answers 431
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._head.end()
         method = self._parser.get_method()
         raw_path = self._url.partition(b"?")[0]
         path = raw_path.decode("latin-1")

@@ -30,10 +30,11 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from modelhost.frontdoor.answers import MAX_HEAD_BYTES, FrontDoorError, model_error, render, render_error
+from modelhost.frontdoor.answers import FrontDoorError, model_error, render, render_error
 from modelhost.inference.types import Invocation, Outcome, Rendered
 from modelhost.server.batcher import AdaptiveBatcher
 from modelhost.server.handoff_channel import CONNECTION, RECALL, Outbox, receive
+from modelhost.server.head_limit import MAX_HEAD_BYTES
 from modelhost.server.responses import error_body
 
 log = logging.getLogger("modelhost.handoff")

@@ -11,8 +11,8 @@ syscall made while holding the GIL: measured, a third of a worker's event-loop t
 model. ``CoalescingTransport`` holds the head back until the body follows in the same turn of
 the loop and sends both at once.
 
-uvicorn takes a request head of any size; here a request line and headers over
-``MAX_HEAD_BYTES`` (64 KB, as the platform's front door) are a 431, so a client cannot make a
+uvicorn takes a request head of any size; here a request line and headers over 64 KB (as the
+platform's front door: ``modelhost.server.head_limit``) are a 431, so a client cannot make a
 worker buffer headers until it runs out of memory.
 """
 
@@ -24,9 +24,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from modelhost.frontdoor.answers import MAX_HEAD_BYTES
-
-_MAX_UNPARSED_HEAD = 16 * MAX_HEAD_BYTES  # read while in a head (a read may hold a previous request too)
+from modelhost.server.head_limit import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, HeadBudget, HeadTooLarge
 
 
 def _timeout_response(seconds: float) -> bytes:
@@ -36,17 +34,12 @@ def _timeout_response(seconds: float) -> bytes:
 
 
 def _head_too_large_response() -> bytes:
-    message = f"the request line and headers are larger than the limit of {MAX_HEAD_BYTES // 1024} KB"
-    body = orjson.dumps({"error": "RequestHeaderFieldsTooLarge", "message": message})
+    body = orjson.dumps({"error": HEAD_TOO_LARGE, "message": HEAD_TOO_LARGE_MESSAGE})
     head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
     return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
 
 _HEAD_TOO_LARGE = _head_too_large_response()
-
-
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback to stop it; uvicorn then answers through ``send_400_response``."""
 
 
 class CoalescingTransport:
@@ -88,9 +81,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
-        self._in_head = False
-        self._head_bytes = 0  # of the request line and headers parsed so far
-        self._head_read = 0  # bytes read while in a head, parsed or not
+        self._head = HeadBudget()
         self._head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -101,11 +92,9 @@ class ReadDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
         if self._head_too_large:
             return
         super().data_received(data)
-        if self._in_head and not self._head_too_large:
-            self._head_read += len(data)
-            if self._head_read > _MAX_UNPARSED_HEAD:  # one header line the parser is still buffering
-                self._head_too_large = True
-                self.send_400_response("")
+        if not self._head_too_large and self._head.fed(len(data)):
+            self._head_too_large = True
+            self.send_400_response("")
 
     def send_400_response(self, msg: str) -> None:
         if not self._head_too_large:
@@ -116,7 +105,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._head_read = True, 0, 0
+        self._head.begin()
         self._arm()
 
     def on_url(self, url: bytes) -> None:
@@ -128,14 +117,16 @@ class ReadDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._head.end()
         super().on_headers_complete()
 
     def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
+        """Past the limit: stop the parser; uvicorn then answers through ``send_400_response`` (a 431)."""
+        try:
+            self._head.take(size)
+        except HeadTooLarge:
             self._head_too_large = True
-            raise _HeadTooLarge
+            raise
 
     def on_message_complete(self) -> None:
         self._disarm()
