@@ -9,7 +9,8 @@ straight from the parser's callbacks; a response is one write.
     anything else   ─► relayed as a byte stream to the API's own server on a loopback port
                        (head re-sent, body streamed, response copied back)
 
-Requests on one connection are answered in order (pipelined ones wait their turn). One deadline
+Requests on one connection are answered in order (pipelined ones wait their turn): one job per
+request, the jobs in ``modelhost.frontdoor.jobs``. One deadline
 per connection, checked by a sweep twice a second: the request must arrive within the read
 timeout (else 408), an idle kept-alive connection closes after the keep-alive timeout.
 """
@@ -26,25 +27,19 @@ from typing import cast
 
 import httptools
 
-from modelhost.frontdoor.gateway import Gateway, RouteMatch
+from modelhost.frontdoor.gateway import Gateway
 from modelhost.frontdoor.handoff import MAX_TIMES_BACK, Handoff
-from modelhost.frontdoor.proxy import PREFIX, FrontDoor, FrontDoorError, render_error
+from modelhost.frontdoor.jobs import Answered, GatewayCall, Invocation, Job, Relay, too_large
+from modelhost.frontdoor.proxy import PREFIX, FrontDoor, FrontDoorError
 from modelhost.server.head_limit import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, HeadBudget, HeadTooLarge
 
 log = logging.getLogger("modelhost.frontdoor")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_HIGH_WATER = 1 << 20
 
 
 def _head_too_large() -> FrontDoorError:
     return FrontDoorError(431, HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)
-
-
-def _too_large(limit: int) -> FrontDoorError:
-    return FrontDoorError(
-        413, "ValidationError", f"the request body is larger than the limit of {limit / 1024**2:g} MB"
-    )
 
 
 class ConnectionSettings:
@@ -68,204 +63,6 @@ class ConnectionSettings:
         self.stopping = False
 
 
-class _Job:
-    """One request on a connection, answered in order."""
-
-    keep_alive = True
-    complete = False  # the whole request has been read
-
-    def start(self) -> None: ...
-
-    def feed(self, chunk: bytes) -> None: ...
-
-    def end(self) -> None: ...
-
-
-class _Invocation(_Job):
-    def __init__(self, connection: FrontDoorProtocol, method: bytes, path: str, headers: list[tuple[bytes, bytes]]):
-        self._connection = connection
-        self._method, self._path, self._headers = method, path, headers
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._active = False
-        self.handoff: tuple[str, str] | None = None  # (worker socket, endpoint): may take the connection
-
-    def feed(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > self._connection.door.max_payload_bytes:
-            self._connection.refuse(_too_large(self._connection.door.max_payload_bytes))
-            return
-        self._chunks.append(chunk)
-
-    def end(self) -> None:
-        self.complete = True
-        if self._active:
-            self._run()
-
-    def start(self) -> None:
-        self._active = True
-        if self.complete:
-            self._run()
-
-    def _run(self) -> None:
-        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks = []
-        self._connection.door.handle(self._method, self._path, self._headers, body, self._respond, self._served)
-
-    def _served(self, name: str, endpoint: str) -> None:
-        self.handoff = (name, endpoint)
-
-    def _respond(self, data: bytes) -> None:
-        if self._method == b"HEAD":  # the head of the answer only: a body would be read as the next response
-            data = data[: data.find(b"\r\n\r\n") + 4]
-        self._connection.finish(self, data)
-
-
-class _Answered(_Invocation):
-    """A request answered without running anything (a 405 for a route's path): its body is read, then dropped."""
-
-    def __init__(self, connection: FrontDoorProtocol, method: bytes, answer: bytes) -> None:
-        super().__init__(connection, method, "", [])
-        self._answer = answer
-
-    def feed(self, chunk: bytes) -> None:
-        pass
-
-    def _run(self) -> None:
-        self._respond(self._answer)
-
-
-class _GatewayCall(_Invocation):
-    """A request for one of the user's routes: read whole (within the route's size limit), then the gateway."""
-
-    def __init__(  # noqa: PLR0917 (built once per request on the hot path: positional on purpose)
-        self,
-        connection: FrontDoorProtocol,
-        gateway: Gateway,
-        found: RouteMatch,
-        method: bytes,
-        url: bytes,
-        headers: list[tuple[bytes, bytes]],
-        names: list[bytes],
-    ) -> None:
-        super().__init__(connection, method, "", headers)
-        self._gateway, self._found, self._url, self._names = gateway, found, url, names
-
-    def feed(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        limit = self._found.route.max_body_bytes
-        if self._size > limit:
-            refusal = self._gateway.refusal(self._found, self._headers, _too_large(limit))
-            self._connection.refuse(refusal, message_key="message")  # a route's error shape
-            return
-        self._chunks.append(chunk)
-
-    def _run(self) -> None:
-        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks = []
-        method = self._method.decode("latin-1")
-        source_ip = self._connection.peer_ip()
-        self._gateway.handle(
-            self._found, method, self._url, self._headers, body, self._respond, names=self._names, source_ip=source_ip
-        )
-
-
-class _Relay(_Job, asyncio.Protocol):
-    """A request for the API: streamed to the API's server, its response streamed back."""
-
-    def __init__(self, connection: FrontDoorProtocol, head: bytes, chunked: bool, head_only: bool = False) -> None:
-        self._connection = connection
-        self._head_only = head_only  # a HEAD request: its response ends with its head
-        self._pending: list[bytes] = [head]
-        self._chunked = chunked
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._sent_any = False
-        self._done = False
-
-    # -- the client's side --------------------------------------------------------------------------
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        settings = self._connection.settings
-        task = loop.create_task(loop.create_connection(lambda: self, settings.api_host, settings.api_port))
-        task.add_done_callback(self._connected)
-
-    def _connected(self, task: asyncio.Task[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            log.error("cannot reach the API server: %s", task.exception())
-            self._give_up("the API server is not reachable")
-
-    def feed(self, chunk: bytes) -> None:
-        self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self._chunked else chunk)
-
-    def end(self) -> None:
-        self.complete = True
-        if self._chunked:
-            self._write(b"0\r\n\r\n")
-
-    def _write(self, data: bytes) -> None:
-        if self._transport is None:
-            self._pending.append(data)
-            return
-        self._transport.write(data)
-        if self._transport.get_write_buffer_size() > _HIGH_WATER:
-            self._connection.pause_reading()
-
-    # -- the API server's side -----------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._transport.write(b"".join(self._pending))
-        self._pending = []
-
-    def data_received(self, data: bytes) -> None:
-        self._sent_any = True
-        self._connection.write(data)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._connection.close()
-
-    def on_headers_complete(self) -> None:
-        if self._head_only and self._parser.get_status_code() >= 200:
-            self.on_message_complete()
-
-    def on_message_complete(self) -> None:
-        if self._done or self._parser.get_status_code() < 200:
-            return  # an interim response (100 Continue); the real one follows (or already finished)
-        self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
-        self._done = True
-        if self._transport is not None:
-            self._transport.close()
-        self._connection.finish(self, b"")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._done:
-            self._give_up("the API server closed the connection")
-
-    def pause_writing(self) -> None:
-        self._connection.pause_reading()
-
-    def resume_writing(self) -> None:
-        self._connection.resume_reading()
-
-    def abort(self) -> None:
-        self._done = True
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _give_up(self, reason: str) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._sent_any:
-            self._connection.close()
-        else:
-            self.keep_alive = False
-            self._connection.finish(
-                self, render_error(FrontDoorError(502, "BadGateway", reason), "-", message_key="message")
-            )
-
-
 class FrontDoorProtocol(asyncio.Protocol):
     def __init__(
         self, door: FrontDoor, settings: ConnectionSettings, *, replay: bytes = b"", times_back: int = 0
@@ -277,8 +74,8 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._jobs: collections.deque[_Job] = collections.deque()
-        self._reading: _Job | None = None
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._reading: Job | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._names: list[bytes] = []  # the header names as sent (the gateway's events keep their case)
@@ -326,7 +123,7 @@ class FrontDoorProtocol(asyncio.Protocol):
         self._disarm()
         self.settings.connections.discard(self)
         for job in self._jobs:  # a relayed response (a log being followed) has no one to go to
-            if isinstance(job, _Relay):
+            if isinstance(job, Relay):
                 job.abort()
 
     def peer_ip(self) -> str:
@@ -370,22 +167,22 @@ class FrontDoorProtocol(asyncio.Protocol):
         method = self._parser.get_method()
         raw_path = self._url.partition(b"?")[0]
         path = raw_path.decode("latin-1")
-        job: _Job
+        job: Job
         if path.startswith(PREFIX):
             if self._content_length > self.door.max_payload_bytes:
-                self.refuse(_too_large(self.door.max_payload_bytes))  # said up front: not read at all
+                self.refuse(too_large(self.door.max_payload_bytes))  # said up front: not read at all
                 return
-            job = _Invocation(self, method, path, self._headers)
+            job = Invocation(self, method, path, self._headers)
         elif (gateway := self.settings.gateway) is not None and (
             found := gateway.match(method.decode("latin-1"), path)
         ) is not None:
             if self._content_length > found.route.max_body_bytes:
-                refusal = gateway.refusal(found, self._headers, _too_large(found.route.max_body_bytes))
+                refusal = gateway.refusal(found, self._headers, too_large(found.route.max_body_bytes))
                 self.refuse(refusal, message_key="message")  # a route's error shape
                 return
-            job = _GatewayCall(self, gateway, found, method, self._url, self._headers, self._names)
+            job = GatewayCall(self, gateway, found, method, self._url, self._headers, self._names)
         elif gateway is not None and gateway.allowed_methods(path):
-            job = _Answered(self, method, gateway.method_not_allowed(method.decode("latin-1"), path, self._headers))
+            job = Answered(self, method, gateway.method_not_allowed(method.decode("latin-1"), path, self._headers))
         else:
             head = [method, b" ", self._url, b" HTTP/1.1\r\n"]
             chunked = False
@@ -393,7 +190,7 @@ class FrontDoorProtocol(asyncio.Protocol):
                 head += [name, b": ", value, b"\r\n"]
                 chunked = chunked or (name == b"transfer-encoding" and b"chunked" in value.lower())
             head.append(b"\r\n")
-            job = _Relay(self, b"".join(head), chunked, head_only=method == b"HEAD")
+            job = Relay(self, b"".join(head), chunked, head_only=method == b"HEAD")
         job.keep_alive = self._parser.should_keep_alive() and not self.settings.stopping
         self._reading = job
         self._jobs.append(job)
@@ -417,7 +214,7 @@ class FrontDoorProtocol(asyncio.Protocol):
         if self._transport is not None and not self._closed:
             self._transport.write(data)
 
-    def finish(self, job: _Job, data: bytes) -> None:
+    def finish(self, job: Job, data: bytes) -> None:
         """``job`` is answered: write what is left of its response, then start the next one."""
         if self._closed or not self._jobs or self._jobs[0] is not job:
             return
@@ -427,7 +224,7 @@ class FrontDoorProtocol(asyncio.Protocol):
         if not job.keep_alive or self.settings.stopping:
             self.close()
             return
-        handoff = job.handoff if isinstance(job, _Invocation) else None
+        handoff = job.handoff if isinstance(job, Invocation) else None
         if handoff is not None and not self._jobs and self._reading is None and self._hand_off(*handoff):
             return
         if self._jobs:
